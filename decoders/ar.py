@@ -1,0 +1,26 @@
+"""Autoregressive decoding with a KV cache: one token per forward, the baseline every speedup divides by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from decoders import register
+from decoders.base import Decoder, DecodeResult, ModelAdapter
+from decoders.batch import RaggedBatch
+from decoders.sampling import choose, make_generator
+
+
+@register("ar")
+@dataclass
+class AR(Decoder):
+    def generate(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int) -> list[DecodeResult]:
+        self.check_model(model)
+        batch = RaggedBatch(model, prompts, max_new_tokens, self.use_cache)
+        gen = make_generator(model.device, self.seed)
+        while batch.active:
+            logits = batch.forward([len(r.seq) for r in batch.active], None)  # [A, 1, V]
+            tokens, _ = choose(logits[:, -1], self.temperature, self.top_p, self.top_k, gen)
+            for row, t in zip(batch.active, tokens.tolist()):  # the one host sync of the step
+                batch.commit(row, [t])
+            batch.drop_finished()
+        return batch.results()

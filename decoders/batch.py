@@ -1,0 +1,157 @@
+"""A batch of sequences that advance at different speeds over one shared KV cache.
+
+Every decoder in this package runs the same kind of forward. For each row b with committed tokens x:
+
+    [x[c_b : h_b]]           committed tokens not yet in the cache, encoded causally
+    [window, W tokens]       starting at position h_b, visibility inside it given by the decoder
+
+The window sees the committed prefix before h_b (cache + causal part) and, among its own tokens,
+what `window_vis` allows. After the forward the cache keeps the causal part and drops the window, so
+every committed token gets exactly one causal KV entry. This is the SDLM cached layout (specs/sdlm.md
+§3.3) with the block head held back instead of duplicated: the head x[h_b] is the window's first
+token and gets its causal KV one step later. That is the attention pattern of the reference's
+"duplicate plus hidden twin", and the layout of its uncached path (§3.2).
+
+Rows bring different numbers of causal tokens (k_b = h_b - c_b), so the causal part is left-padded to
+K = max k_b with filler slots that no query sees. Fillers stay in the cache as holes; `kv_valid[b, j]`
+says which cache slots row b may see. Position ids are per row, so holes cost memory, never results.
+With use_cache=False nothing is kept: every forward re-encodes the whole committed prefix (the slow
+reference path that the cache invariant is checked against).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from decoders.base import DecodeResult, ModelAdapter
+
+
+@dataclass
+class Row:
+    index: int  # position in the caller's prompt list
+    seq: list[int]  # prompt + committed tokens
+    prompt_len: int
+    cached: int = 0  # c_b: how many tokens of seq have KV in the cache
+    accepted: list[int] = field(default_factory=list)  # per forward this row took part in
+    forwards: list[int] = field(default_factory=list)  # the adapter's index of each of those forwards
+    finish: str | None = None
+    ttft_s: float = float("nan")
+    e2e_s: float = float("nan")
+
+    @property
+    def generated(self) -> list[int]:
+        return self.seq[self.prompt_len:]
+
+    @property
+    def n_generated(self) -> int:
+        return len(self.seq) - self.prompt_len
+
+
+class RaggedBatch:
+    def __init__(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int, use_cache: bool):
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r}; must be an int >= 1")
+        self.model = model
+        self.max_new_tokens = max_new_tokens
+        self.eos = set(model.eos_ids)
+        self.rows = [Row(i, list(p), len(p)) for i, p in enumerate(prompts)]
+        self.active: list[Row] = list(self.rows)  # in cache-row order
+        self.cache = model.new_cache() if use_cache else None
+        self.kv_valid = torch.zeros(len(prompts), 0, dtype=torch.bool)
+        model.synchronize()
+        self.t0 = time.perf_counter()
+
+    def forward(
+        self,
+        heads: list[int],  # h_b per active row: where the window starts (= committed tokens before it)
+        window: torch.Tensor | None,  # [A, W] token ids, or None for a plain causal step
+        offsets: torch.Tensor | None = None,  # [W] position of each window token relative to h_b
+        window_vis: torch.Tensor | None = None,  # [W, W] bool, query row -> key column
+    ) -> torch.Tensor:
+        """Run one forward for all active rows. Returns logits [A, W, V] for the window, or [A, 1, V]
+        (the prediction after x[h_b - 1]) when there is no window."""
+        A = len(self.active)
+        W = 0 if window is None else window.shape[1]
+        starts = [r.cached for r in self.active]
+        k = [h - c for h, c in zip(heads, starts)]
+        K = max(k)
+        ids = torch.full((A, K + W), self.model.pad_id, dtype=torch.long)
+        pos = torch.zeros((A, K + W), dtype=torch.long)
+        causal_valid = torch.zeros((A, K), dtype=torch.bool)
+        for i, (r, h, c, kb) in enumerate(zip(self.active, heads, starts, k)):
+            ids[i, K - kb:K] = torch.tensor(r.seq[c:h], dtype=torch.long)
+            pos[i, K - kb:K] = torch.arange(c, h)
+            causal_valid[i, K - kb:] = True
+            if W:
+                pos[i, K:] = h + offsets
+        if W:
+            ids[:, K:] = window
+
+        C = self.kv_valid.shape[1] if self.cache is not None else 0
+        vis = torch.zeros((A, K + W, C + K + W), dtype=torch.bool)
+        if C:
+            vis[:, :, :C] = self.kv_valid[:, None, :]
+        causal = torch.ones(K, K, dtype=torch.bool).tril()
+        vis[:, :K, C:C + K] = causal[None] & causal_valid[:, None, :]
+        if W:
+            vis[:, K:, C:C + K] = causal_valid[:, None, :]
+            vis[:, K:, C + K:] = window_vis[None]
+
+        logits = self.model.forward(ids, pos, vis, self.cache, W if W else 1)
+        if self.cache is not None:
+            self.model.crop_cache(self.cache, C + K)
+            self.kv_valid = torch.cat([self.kv_valid, causal_valid], dim=1)
+            for r, h in zip(self.active, heads):
+                r.cached = h
+        index = self.model.n_forward - 1
+        for r in self.active:
+            r.forwards.append(index)
+            r.accepted.append(0)
+        return logits
+
+    def commit(self, row: Row, tokens: list[int], decided_at: list[int] | None = None) -> None:
+        """Append tokens to a row, cut after the first EOS and at max_new_tokens. `decided_at[i]` is
+        the index into row.accepted of the forward that decided tokens[i] (default: the last one)."""
+        room = self.max_new_tokens - row.n_generated
+        kept = tokens[:room]
+        for i, t in enumerate(kept):
+            if t in self.eos:
+                kept = kept[: i + 1]
+                row.finish = "eos"
+                break
+        for i in range(len(kept)):
+            row.accepted[decided_at[i] if decided_at else -1] += 1
+        if kept:
+            row.seq.extend(kept)
+            now = time.perf_counter() - self.t0
+            if row.n_generated == len(kept):
+                row.ttft_s = now
+            row.e2e_s = now
+        if row.finish is None and row.n_generated >= self.max_new_tokens:
+            row.finish = "length"
+
+    def remaining(self, row: Row) -> int:
+        return self.max_new_tokens - row.n_generated
+
+    def drop_finished(self) -> None:
+        keep = [i for i, r in enumerate(self.active) if r.finish is None]
+        if len(keep) == len(self.active):
+            return
+        index = torch.tensor(keep, dtype=torch.long)
+        if self.cache is not None and self.kv_valid.shape[1]:
+            self.model.select_cache_rows(self.cache, index)
+        self.kv_valid = self.kv_valid[index]
+        self.active = [self.active[i] for i in keep]
+
+    def results(self) -> list[DecodeResult]:
+        out = []
+        for r in self.rows:
+            step_s = [s for f in r.forwards for s in self.model.forward_seconds(f, f + 1)]
+            out.append(DecodeResult(tokens=r.generated, accepted=r.accepted, finish=r.finish or "length",
+                                    step_s=step_s, ttft_s=r.ttft_s, e2e_s=r.e2e_s))
+        return out

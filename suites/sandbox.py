@@ -1,0 +1,222 @@
+"""Run untrusted Python (model-written code plus its tests) in a throw-away sandboxed subprocess.
+
+    run_program(source, timeout_s=10.0, memory_mb=1024) -> ExecResult
+    run_many(sources, timeout_s=10.0, workers=None) -> list[ExecResult]   (pool sized to the cores)
+
+Statuses: `pass` (the program, tests included, ran to its end and exited 0), `fail` (an assert or
+other exception, or it exited early: `sys.exit(0)` / `os._exit(0)` before the end is a fail, never a
+pass), `timeout` (wall clock or RLIMIT_CPU), `error` (a resource limit other than time: memory,
+output/file size, process count; killed by a signal; or the sandbox itself could not run).
+
+Layers, each applied where the OS allows; `ExecResult.isolation` lists what a run actually got:
+  * own process group (killed with SIGKILL on timeout and after every run), closed stdin,
+    a fresh temporary working directory (also HOME and TMPDIR), a minimal environment;
+  * rlimits set inside the child: RLIMIT_AS = current VmSize + memory_mb (relative, so it does not
+    fail at start-up inside containers), RLIMIT_CPU, RLIMIT_NPROC, RLIMIT_FSIZE (which also caps
+    stdout/stderr: they go to files, and only the first `output_cap` bytes are read back);
+  * when run as root: the program runs as uid/gid 65534 (nobody), so it cannot signal or write
+    to anything the test process owns;
+  * `unshare --user --map-root-user --net --pid --mount --fork --kill-child` when unprivileged user
+    namespaces are permitted: no network (only a down loopback), a pid namespace (the test process
+    is invisible and unkillable; everything the program forked dies with the supervisor), and every
+    mount except the working directory remounted read-only, so writes outside it fail even in
+    world-writable places like /tmp.
+Without namespaces (`PDBENCH_SANDBOX=plain`, or a kernel/container that refuses them) there is no
+network isolation and the file system is protected only by the uid drop (as root) or not at all
+(as a normal user): run untrusted code in a container or VM then. This is not a security boundary
+against code written to escape; it keeps accidental damage by model-generated code contained.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_boot.py")
+SANDBOX_UID = 65534  # nobody; used only when we are root
+UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--mount", "--fork", "--kill-child", "--"]
+STATUSES = ("pass", "fail", "timeout", "error")
+
+
+@dataclass
+class ExecResult:
+    status: str  # pass | fail | timeout | error
+    detail: str  # the failing assert / exception / limit hit, one line
+    stdout: str = ""  # first `output_cap` bytes
+    stderr: str = ""
+    exit_code: int | None = None
+    signal: int | None = None
+    wall_s: float = 0.0
+    isolation: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _command(use_ns: bool) -> list[str]:
+    return (UNSHARE if use_ns else []) + [sys.executable, "-I", BOOT]
+
+
+def _user_kwargs(drop: bool) -> dict:
+    return {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if drop else {}
+
+
+@functools.lru_cache(maxsize=1)
+def sandbox_mode() -> tuple[bool, bool]:
+    """(namespaces, drop_to_nobody): the strongest combination that can start this interpreter.
+
+    Probed once: containers often forbid user namespaces, and an interpreter installed under a
+    private home (e.g. /root/.pyenv) cannot be executed by nobody."""
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    want_ns = os.environ.get("PDBENCH_SANDBOX", "") != "plain" and shutil.which("unshare") is not None
+    for use_ns, drop in [(True, True), (True, False), (False, True), (False, False)]:
+        if (use_ns and not want_ns) or (drop and not root):
+            continue
+        cmd = _command(use_ns)[:-1] + ["-c", "pass"]
+        try:
+            probe = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, cwd="/",
+                                   **_user_kwargs(drop))
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if probe.returncode == 0:
+            return use_ns, drop
+    return False, False
+
+
+def _read_head(path: str, cap: int) -> str:
+    with open(path, "rb") as f:
+        return f.read(cap).decode(errors="replace")
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _verdict(raw: dict | None, timed_out: bool, stderr: str) -> tuple[str, str]:
+    """Map the supervisor's report to (status, detail)."""
+    if timed_out:
+        return "timeout", "wall-clock limit exceeded"
+    if raw is None:
+        return "error", "sandbox produced no verdict: " + (stderr.strip().splitlines() or ["(no stderr)"])[-1][:300]
+    sig, record = raw.get("signal"), raw.get("record")
+    if sig is not None:
+        if sig in (signal.SIGXCPU, signal.SIGKILL):  # SIGKILL: the hard RLIMIT_CPU after SIGXCPU
+            return "timeout", f"CPU time limit (signal {signal.Signals(sig).name})"
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        return "error", f"killed by signal {name}"
+    if record is None:
+        return "fail", f"program exited (code {raw.get('exit')}) before the tests finished"
+    outcome, detail = record["outcome"], record.get("detail", "")
+    if outcome == "done" and raw.get("exit") == 0:
+        return "pass", ""
+    if outcome == "memory":
+        return "error", f"memory limit: {detail}"
+    if outcome == "output":
+        return "error", f"output/file size limit: {detail}"
+    if outcome == "nproc":
+        return "error", f"process limit: {detail}"
+    return "fail", detail
+
+
+def run_program(
+    source: str,
+    timeout_s: float = 10.0,
+    memory_mb: int = 1024,
+    max_processes: int = 32,
+    max_file_mb: int = 16,
+    output_cap: int = 65536,
+) -> ExecResult:
+    """Run `source` as a Python program in a fresh sandbox and classify how it ended."""
+    use_ns, drop = sandbox_mode()
+    workdir = tempfile.mkdtemp(prefix="pdbench-sbx-")
+    private = tempfile.mkdtemp(prefix="pdbench-sbx-io-")  # outputs live outside the program's reach
+    isolation = ["process-group", "rlimits", "tempdir"]
+    try:
+        with open(os.path.join(workdir, "program.py"), "w") as f:
+            f.write(source)
+        if drop:
+            os.chown(workdir, SANDBOX_UID, SANDBOX_UID)
+            os.chmod(os.path.join(workdir, "program.py"), 0o644)
+            isolation.append("uid-nobody")
+        if use_ns:
+            isolation += ["no-network", "pid-namespace"]
+        out_path, err_path, res_path = (os.path.join(private, n) for n in ("stdout", "stderr", "result"))
+        config = {
+            "workdir": os.path.realpath(workdir),
+            "nonce": secrets.token_hex(16),
+            "memory_bytes": memory_mb << 20,
+            "cpu_s": int(timeout_s) + 1,
+            "fsize_bytes": max_file_mb << 20,
+            "nproc": max_processes,
+            "readonly_fs": use_ns,
+            "isolation": isolation,
+        }
+        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
+        cmd, kwargs = _command(use_ns), _user_kwargs(drop)
+        with open(out_path, "wb") as out, open(err_path, "wb") as err, open(res_path, "wb") as res:
+            config["result_fd"] = res.fileno()
+            start = time.perf_counter()
+            try:
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=(res.fileno(),),
+                                        cwd=workdir, env=env, start_new_session=True, **kwargs)
+            except OSError as exc:
+                return ExecResult("error", f"could not start the sandbox: {exc}", isolation=isolation)
+            timed_out = False
+            try:
+                proc.stdin.write(json.dumps(config).encode())
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            _kill_group(proc.pid)  # the group outlives its leader when children were forked
+            proc.wait()
+            wall = time.perf_counter() - start
+        try:
+            raw = json.loads(_read_head(res_path, 1 << 20) or "null")
+        except ValueError:
+            raw = None
+        stderr = _read_head(err_path, output_cap)
+        status, detail = _verdict(raw, timed_out, stderr)
+        if raw and raw.get("isolation"):
+            isolation = raw["isolation"]
+        return ExecResult(status, detail, _read_head(out_path, output_cap), stderr,
+                          raw.get("exit") if raw else proc.returncode, raw.get("signal") if raw else None,
+                          wall, isolation)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def run_many(sources: list[str], timeout_s: float = 10.0, workers: int | None = None, **limits) -> list[ExecResult]:
+    """Run programs concurrently, one per core by default (oversubscribing turns slowness into
+    spurious timeouts, EvalPlus docs/execution.md). Results come back in input order."""
+    workers = workers or available_cores()
+    if not sources:
+        return []
+    with ThreadPoolExecutor(max_workers=min(workers, len(sources))) as pool:
+        return list(pool.map(lambda src: run_program(src, timeout_s=timeout_s, **limits), sources))

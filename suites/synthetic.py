@@ -1,0 +1,211 @@
+"""Seeded generators for the synthetic suites (`arith`, `toy-code`) and for the toy model's training data.
+
+Every problem has a `key` (what it *is*: the template and its numbers or constants); the train/test
+split is a hash of that key, so a test problem can never be drawn for training, however many
+problems either side draws. Test problem i comes from its own RNG (`problem_at`), so ids are stable
+whatever `limit` or size a caller uses; training draws from one seeded stream (`train_stream`).
+
+The gold solutions are deliberately templated: most tokens restate something (operands copied from
+the prompt or the line before, `def name(arg):`, the code fence), and a few are computed (product
+and sum digits, the operator and constants of the returned expression). That mix is what makes
+tokens-per-forward trade against accuracy as the confidence threshold moves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+TEST_FRACTION_DENOM = 8  # 1 in 8 problem keys belongs to the test split
+
+
+@dataclass
+class Problem:
+    kind: str  # "arith" | "code"
+    key: str  # canonical identity; decides the split
+    prompt: str  # the user message
+    solution: str  # the gold assistant response
+    answer: Any  # arith: the int answer; code: the test list (asserts)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def split_of(key: str) -> str:
+    digest = hashlib.sha256(key.encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") % TEST_FRACTION_DENOM == 0 else "train"
+
+
+# --------------------------------------------------------------------------------------- arith ----
+NAMES = ["Ann", "Ben", "Cara", "Dan", "Eva", "Finn", "Gina", "Hugo", "Ivy", "Jack", "Kim", "Leo",
+         "Mia", "Noah", "Olga", "Paul", "Rosa", "Sam", "Tara", "Omar"]
+ITEMS = ["apples", "pens", "books", "cards", "eggs", "coins", "shells", "stamps", "marbles",
+         "stickers", "beads", "candles", "cookies", "tickets", "bricks", "plums"]
+
+
+def _product(a: int, b: int) -> str:
+    """`b*a=...` for a one-digit b and a two-digit a, worked as tens part + units part: the two
+    partial products are table look-ups, only their sum carries."""
+    tens, units = (a // 10) * 10, a % 10
+    if units == 0:
+        return f"{b}*{a}={b * a}"
+    return f"{b}*{a}={b * tens}+{b * units}={b * a}"
+
+
+def _arith_buy(rng: random.Random) -> tuple[str, str, str, int]:
+    n, items = rng.choice(NAMES), rng.choice(ITEMS)
+    have, packs, per = rng.randint(10, 999), rng.randint(2, 9), rng.randint(11, 99)
+    total = have + packs * per
+    prompt = f"{n} has {have} {items}. {n} buys {packs} packs of {per} {items}. How many {items} does {n} have now?"
+    sol = f"{_product(per, packs)}. {have}+{packs * per}={total}."
+    return f"buy|{have}|{packs}|{per}", prompt, sol, total
+
+
+def _arith_give(rng: random.Random) -> tuple[str, str, str, int]:
+    n, items = rng.choice(NAMES), rng.choice(ITEMS)
+    have = rng.randint(100, 999)
+    gone = rng.randint(10, have - 1)
+    got = rng.randint(10, 999)
+    left, total = have - gone, have - gone + got
+    prompt = f"{n} has {have} {items}, gives away {gone} and then gets {got} more. How many {items} does {n} have now?"
+    sol = f"{have}-{gone}={left}. {left}+{got}={total}."
+    return f"give|{have}|{gone}|{got}", prompt, sol, total
+
+
+def _arith_shop(rng: random.Random) -> tuple[str, str, str, int]:
+    items = rng.choice(ITEMS)
+    days, per = rng.randint(2, 9), rng.randint(11, 99)
+    sold = days * per
+    stock = rng.randint(sold + 1, 999) if sold < 998 else 999
+    got = rng.randint(10, 999)
+    left, total = stock - sold, stock - sold + got
+    prompt = (f"A shop has {stock} {items}. It sells {per} {items} a day for {days} days, "
+              f"then gets {got} more. How many {items} does it have now?")
+    sol = f"{_product(per, days)}. {stock}-{sold}={left}. {left}+{got}={total}."
+    return f"shop|{stock}|{per}|{days}|{got}", prompt, sol, total
+
+
+def _arith_bags(rng: random.Random) -> tuple[str, str, str, int]:
+    n, items = rng.choice(NAMES), rng.choice(ITEMS)
+    b1, p1, b2, p2 = rng.randint(2, 9), rng.randint(11, 99), rng.randint(2, 9), rng.randint(11, 99)
+    x, y = b1 * p1, b2 * p2
+    prompt = f"{n} buys {b1} bags of {p1} {items} and {b2} bags of {p2} {items}. How many {items} is that?"
+    sol = f"{_product(p1, b1)}. {_product(p2, b2)}. {x}+{y}={x + y}."
+    return f"bags|{b1}|{p1}|{b2}|{p2}", prompt, sol, x + y
+
+
+ARITH_TEMPLATES = [_arith_buy, _arith_give, _arith_shop, _arith_bags]
+
+
+def arith_problem(rng: random.Random) -> Problem:
+    template = rng.choice(ARITH_TEMPLATES)
+    key, prompt, steps, answer = template(rng)
+    return Problem("arith", "arith|" + key, prompt, f"{steps} \\boxed{{{answer}}}", answer,
+                   {"template": key.split("|")[0]})
+
+
+# ---------------------------------------------------------------------------------------- code ----
+FUNC_NAMES = ["f", "g", "solve", "compute", "transform", "calc", "process", "helper", "func",
+              "apply", "answer", "result", "convert", "pick", "make", "run"]
+INT_ARGS, LIST_ARGS, STR_ARGS = ["x", "n", "a", "num"], ["xs", "nums", "values", "items"], ["s", "text", "word"]
+
+
+def _int_task(rng: random.Random, v: str) -> tuple[str, str]:
+    a, b = rng.randint(2, 19), rng.randint(1, 19)
+    return rng.choice([
+        (f"{v} times {a} plus {b}", f"{v} * {a} + {b}"),
+        (f"{v} times {a} minus {b}", f"{v} * {a} - {b}"),
+        (f"{v} plus {a}, times {b}", f"({v} + {a}) * {b}"),
+        (f"{v} minus {a}, times {b}", f"({v} - {a}) * {b}"),
+        (f"the square of {v} plus {b}", f"{v} * {v} + {b}"),
+        (f"{v} modulo {a}", f"{v} % {a}"),
+        (f"{v} divided by {a}, rounded down", f"{v} // {a}"),
+    ])
+
+
+def _cond(rng: random.Random) -> tuple[str, str]:
+    k = rng.randint(2, 15)
+    return rng.choice([
+        (f"greater than {k}", f"x > {k}"), (f"less than {k}", f"x < {k}"), ("even", "x % 2 == 0"),
+        ("odd", "x % 2 == 1"), (f"divisible by {k % 8 + 2}", f"x % {k % 8 + 2} == 0"),
+        (f"not equal to {k}", f"x != {k}"),
+    ])
+
+
+def _list_task(rng: random.Random, v: str) -> tuple[str, str]:
+    (cw, ce), m = _cond(rng), rng.randint(2, 9)
+    mw, me = rng.choice([(f"times {m}", f"x * {m}"), (f"plus {m}", f"x + {m}"), ("squared", "x * x")])
+    return rng.choice([
+        (f"the elements of {v} that are {cw}", f"[x for x in {v} if {ce}]"),
+        (f"each element of {v} {mw}", f"[{me} for x in {v}]"),
+        (f"each element of {v} that is {cw}, {mw}", f"[{me} for x in {v} if {ce}]"),
+        (f"the sum of the elements of {v} that are {cw}", f"sum(x for x in {v} if {ce})"),
+        (f"the number of elements of {v} that are {cw}", f"len([x for x in {v} if {ce}])"),
+        (f"the sum of {v}", f"sum({v})"), (f"the largest element of {v}", f"max({v})"),
+        (f"the smallest element of {v}", f"min({v})"), (f"{v} sorted in increasing order", f"sorted({v})"),
+        (f"{v} sorted in decreasing order", f"sorted({v}, reverse=True)"),
+    ])
+
+
+def _str_task(rng: random.Random, v: str) -> tuple[str, str]:
+    k, c, d = rng.randint(2, 5), rng.choice("abcdef"), rng.choice("uvwxyz")
+    return rng.choice([
+        (f"{v} reversed", f"{v}[::-1]"), (f"{v} in upper case", f"{v}.upper()"),
+        (f"{v} in lower case", f"{v}.lower()"), (f"{v} reversed and in upper case", f"{v}[::-1].upper()"),
+        (f"the first {k} characters of {v}", f"{v}[:{k}]"), (f"the last {k} characters of {v}", f"{v}[-{k}:]"),
+        (f"{v} repeated {k} times", f"{v} * {k}"), (f"the number of times '{c}' occurs in {v}", f"{v}.count('{c}')"),
+        (f"{v} with every '{c}' replaced by '{d}'", f"{v}.replace('{c}', '{d}')"),
+    ])
+
+
+def _test_inputs(rng: random.Random, arg_kind: str) -> list[Any]:
+    if arg_kind == "int":
+        return [rng.randint(0, 60) for _ in range(4)]
+    if arg_kind == "list":
+        return [[rng.randint(0, 20) for _ in range(rng.randint(3, 7))] for _ in range(3)]
+    return ["".join(rng.choice("abcdefABCxyz") for _ in range(rng.randint(6, 10))) for _ in range(3)]
+
+
+def code_problem(rng: random.Random) -> Problem:
+    name = rng.choice(FUNC_NAMES)
+    arg_kind = rng.choice(["int", "list", "list", "str"])
+    arg = rng.choice({"int": INT_ARGS, "list": LIST_ARGS, "str": STR_ARGS}[arg_kind])
+    task: Callable = {"int": _int_task, "list": _list_task, "str": _str_task}[arg_kind]
+    words, expr = task(rng, arg)
+    prompt = f"Write a Python function {name}({arg}) that returns {words}."
+    code = f"def {name}({arg}):\n    return {expr}\n"
+    scope: dict[str, Any] = {}
+    exec(code, scope)  # our own template, not model output: computes the expected test values
+    tests = [f"assert {name}({x!r}) == {scope[name](x)!r}" for x in _test_inputs(rng, arg_kind)]
+    return Problem("code", prompt, prompt, f"```python\n{code}```", tests,
+                   {"entry_point": name, "arg_kind": arg_kind, "gold_code": code})
+
+
+# --------------------------------------------------------------------------------------- draws ----
+MAKERS = {"arith": arith_problem, "code": code_problem}
+
+
+def problem_at(kind: str, split: str, index: int) -> Problem:
+    """Problem `index` of a split: its own RNG, redrawn until the key hashes into `split`."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}; accepted: train, test")
+    rng = random.Random(f"{kind}/{split}/{index}")
+    while True:
+        problem = MAKERS[kind](rng)
+        if split_of(problem.key) == split:
+            return problem
+
+
+def train_stream(seed: int, weights: dict[str, float]) -> Iterator[Problem]:
+    """Endless training problems (train split only), mixed by `weights`, from one seeded RNG."""
+    rng = random.Random(f"train-stream/{seed}")
+    kinds, w = list(weights), list(weights.values())
+    while True:
+        problem = MAKERS[rng.choices(kinds, w)[0]](rng)
+        if split_of(problem.key) == "train":
+            yield problem
+
+
+def chat_messages(problem: Problem) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem.prompt}]

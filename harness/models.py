@@ -17,6 +17,7 @@ import torch
 
 TOY_CHECKPOINT = Path(__file__).parent / "toy" / "checkpoint"
 MASK_TOKEN = "<|mask|>"
+GENERIC_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 TINY_ALIASES = {"tiny-random-qwen2": "qwen2", "tiny-random-llama": "llama"}
 
 
@@ -67,8 +68,9 @@ def load_tokenizer(path: str, gguf_file: str | None = None):
     config = Path(path) / "tokenizer_config.json"
     if gguf_file is None and config.exists():
         # transformers 5's AutoTokenizer maps model_type qwen2 to Qwen2Tokenizer and rebuilds the
-        # pre-tokenizer; a checkpoint that declares the generic fast class must get exactly its own.
-        if json.loads(config.read_text()).get("tokenizer_class") == "PreTrainedTokenizerFast":
+        # pre-tokenizer; a checkpoint that declares the generic fast class (saved as
+        # "TokenizersBackend" since transformers 5) must get exactly its own tokenizer.json.
+        if json.loads(config.read_text()).get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES:
             return PreTrainedTokenizerFast.from_pretrained(path)
     return AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
 

@@ -10,6 +10,7 @@ consistent because every batch is one atomically renamed part file.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import signal
@@ -79,8 +80,9 @@ def prepare(cells: list[Cell], opts: RunOptions) -> list[Prepared]:
         key = (cell.suite, cell.limit, cell.shuffle, cell.seed, allow)
         try:
             if key not in suite_cache:
-                suite = suites.get(cell.suite, data_dir=opts.data_dir, limit=cell.limit, shuffle=cell.shuffle,
-                                   seed=cell.seed, allow_code_exec=allow)
+                suite = suites.get(cell.suite, **_suite_options(suites.get_class(cell.suite), dict(
+                    data_dir=opts.data_dir, limit=cell.limit, shuffle=cell.shuffle, seed=cell.seed,
+                    allow_code_exec=allow)))
                 _check_code_exec(suite, allow)
                 suite_cache[key] = (suite, list(suite.samples()))
         except Exception as e:  # missing data file, bad option, code-exec gate
@@ -96,9 +98,18 @@ def prepare(cells: list[Cell], opts: RunOptions) -> list[Prepared]:
     return out
 
 
+def _suite_options(cls, options: dict) -> dict:
+    """The options this suite's constructor takes: synthetic suites have no data_dir, and passing
+    one must not break them."""
+    sig = inspect.signature(cls.__init__)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return options
+    return {k: v for k, v in options.items() if k in sig.parameters}
+
+
 def _check_code_exec(suite, allowed: bool) -> None:
     # the gate is checked before generation (LME PR #4198): no hour of decoding lost to a refusal
-    gate = getattr(suite, "check_code_exec", None)
+    gate = getattr(suite, "check_ready", None)
     if callable(gate):
         gate()
     elif getattr(suite, "needs_code_exec", False) and not allowed:
@@ -133,8 +144,12 @@ class _StopFlag:
 def _grade(suite, samples: list, texts: list[str]) -> list:
     many = getattr(suite, "grade_many", None)
     if callable(many):
-        return list(many(samples, texts))
-    return [suite.grade(s, t) for s, t in zip(samples, texts)]
+        grades = list(many(list(zip(samples, texts))))
+    else:
+        grades = [suite.grade(s, t) for s, t in zip(samples, texts)]
+    if len(grades) != len(samples):
+        raise AssertionError(f"suite returned {len(grades)} grades for {len(samples)} completions")
+    return grades
 
 
 def check_row(row: dict) -> None:
@@ -162,14 +177,15 @@ def _row(base: dict, sample, prompt: list[int], res, adapter, pos: int) -> dict:
         "accepted": [int(a) for a in res.accepted], "step_s": [float(s) for s in res.step_s],
         "ttft_s": ttft, "e2e_s": e2e, "tpot_s": (e2e - ttft) / (n - 1) if n > 1 else float("nan"),
         "tok_s": n / e2e if e2e > 0 else float("nan"), "finished_at": pd.Timestamp.now("UTC"),
-        "correct": None, "extracted": None, "grade_status": None, "grade_detail": None,
+        "correct": None, "extracted": None, "grade_status": None, "grade_detail": None, "grade_extra": None,
     }
 
 
 def _apply_grades(rows: list[dict], grades: list) -> list[dict]:
     for row, g in zip(rows, grades):
         row.update(correct=bool(g.correct), extracted=None if g.extracted is None else str(g.extracted),
-                   grade_status=str(g.status), grade_detail=str(g.detail or ""))
+                   grade_status=str(g.status), grade_detail=str(g.detail or ""),
+                   grade_extra=json.dumps(getattr(g, "extra", None) or {}, sort_keys=True, default=str))
     return rows
 
 

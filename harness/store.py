@@ -42,6 +42,7 @@ SAMPLE_SCHEMA = pa.schema([
     ("batch_wall_s", _f), ("finished_at", pa.timestamp("us", tz="UTC")),
     # scoring
     ("correct", _b), ("extracted", _s), ("grade_status", _s), ("grade_detail", _s),
+    ("grade_extra", _s),  # JSON: per-suite grader outputs (extractor used, exec time, ...)
 ])
 # Columns that legitimately differ between two runs of the same sweep.
 TIMING_COLUMNS = ("step_s", "ttft_s", "e2e_s", "tpot_s", "tok_s", "batch_wall_s", "finished_at")
@@ -123,20 +124,18 @@ def stored_keys(run_dir: Path) -> set[tuple[str, str, int]]:
 
 
 def compact(run_dir: Path) -> Path | None:
-    """Merge part files into one compact file. Crash-safe: parts are deleted only after the compact
-    file naming them exists, and readers skip named parts, so no row is ever counted twice."""
+    """Merge the live files into one compact file. Crash-safe: files are deleted only after the
+    compact file naming them exists, and readers skip named files, so no row is counted twice."""
     folder = samples_dir(run_dir)
-    parts = sorted(p for p in folder.glob("part-*.parquet")) if folder.exists() else []
-    if len(parts) < 2:
+    every = sorted(folder.glob("part-*.parquet")) + sorted(folder.glob("compact-*.parquet")) if folder.exists() else []
+    live = _live_files(run_dir)
+    if len(every) < 2:
         return None
-    table = pa.concat_tables([pq.read_table(p, schema=SAMPLE_SCHEMA) for p in parts])
-    old = sorted(folder.glob("compact-*.parquet"))
-    if old:  # fold previous compact files in too, replacing them the same way
-        table = pa.concat_tables([pq.read_table(p, schema=SAMPLE_SCHEMA) for p in old] + [table])
-    meta = {b"pdbench_replaces": json.dumps([p.name for p in parts + old]).encode()}
+    table = pa.concat_tables([pq.read_table(p, schema=SAMPLE_SCHEMA) for p in live])
+    meta = {b"pdbench_replaces": json.dumps([p.name for p in every]).encode()}
     path = folder / f"compact-{pd.Timestamp.now('UTC').strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
     _write_atomic(table.replace_schema_metadata(meta), path)
-    for p in parts + old:
+    for p in every:
         p.unlink(missing_ok=True)
     return path
 

@@ -76,6 +76,7 @@ class _Lines:
             if head:
                 parts = tuple(self._split(head.group(2)))
                 if head.group(1) == "[[":
+                    self.where.setdefault(parts[:1], no)
                     counts[parts[0]] = counts.get(parts[0], -1) + 1
                     table = (parts[0], counts[parts[0]], *parts[1:])
                 elif parts[0] in counts:  # [sweep.params] belongs to the latest [[sweep]]
@@ -113,7 +114,7 @@ def _hint(key: str, allowed) -> str:
 def _where(path: tuple) -> str:
     if path and path[0] == "sweep" and len(path) > 1:
         return f"[[sweep]] #{path[1] + 1}"
-    return f"[{path[0]}]" if path else "top level"
+    return f"[{path[0]}]" if len(path) > 1 else "top level"
 
 
 class _Checker:
@@ -121,8 +122,11 @@ class _Checker:
         self.source, self.lines, self.errors = source, _Lines(text), []
 
     def error(self, path: tuple, msg: str) -> None:
-        line = self.lines.line(path)
-        err = f"{self.source}:{line if line else '?'}: {_where(path)}: {msg}"
+        if self.source.startswith("<"):  # built from command-line flags: no lines to point at
+            err = f"{self.source}: {msg}"
+        else:
+            line = self.lines.line(path)
+            err = f"{self.source}:{line if line else '?'}: {_where(path)}: {msg}"
         if err not in self.errors:
             self.errors.append(err)
 
@@ -203,7 +207,6 @@ def parse_sweep(text: str, source: str = "<sweep>", overrides: dict | None = Non
     chk.table((), doc, TOP_KEYS)
     defaults = chk.table(("defaults",), doc.get("defaults", {}), set(CELL_KEYS))
     defaults = {k: v for k, v in defaults.items() if k in CELL_KEYS}
-    defaults.update(overrides or {})
     for k, v in defaults.items():
         chk.cell_value(("defaults", k), k, v)
     groups = doc.get("sweep", [])
@@ -211,10 +214,12 @@ def parse_sweep(text: str, source: str = "<sweep>", overrides: dict | None = Non
         chk.error(("sweep",), "needs at least one [[sweep]] table")
         groups = []
     cells: list[Cell] = []
+    group_of: list[int] = []  # cells[k] came from [[sweep]] #group_of[k]
     for i, group in enumerate(groups):
         gp = ("sweep", i)
         group = chk.table(gp, group, GROUP_KEYS)
-        fixed = {**defaults, **{k: v for k, v in group.items() if k in CELL_KEYS}}
+        # command-line overrides (--limit, --batch-size, ...) beat the file; argparse typed them
+        fixed = {**defaults, **{k: v for k, v in group.items() if k in CELL_KEYS}, **(overrides or {})}
         for k, v in group.items():
             if k in CELL_KEYS:
                 chk.cell_value(gp + (k,), k, v)
@@ -228,14 +233,15 @@ def parse_sweep(text: str, source: str = "<sweep>", overrides: dict | None = Non
         zip_lists = [(gp + ("zip", k), v) for k, v in zipped.items()] + [
             (gp + ("zip", "params", k), v) for k, v in (zipped_params if isinstance(zipped_params, dict) else {}).items()
         ]
-        lengths = set()
+        lengths: dict[int, tuple] = {}
         for path, v in zip_lists:
             if not isinstance(v, list) or not v:
                 chk.error(path, f"zipped {path[-1]!r} must be a non-empty list, got {v!r}")
             else:
-                lengths.add(len(v))
-        if len(lengths) > 1:
-            chk.error(gp + ("zip",), f"zipped lists must have equal lengths, got {sorted(lengths)}")
+                lengths.setdefault(len(v), path)
+        if len(lengths) > 1:  # point at the first list that disagrees with the first one
+            (n0, p0), (n1, p1) = list(lengths.items())[:2]
+            chk.error(p1, f"zipped lists must have equal lengths: {p1[-1]!r} has {n1}, {p0[-1]!r} has {n0}")
         for path, v in zip_lists:
             if path[-2] == "zip" and isinstance(v, list):
                 chk.cell_value(path, path[-1], v)
@@ -252,13 +258,14 @@ def parse_sweep(text: str, source: str = "<sweep>", overrides: dict | None = Non
             cell = _build(chk, gp, combo, template, decoders)
             if cell is not None:
                 cells.append(cell)
+                group_of.append(i)
     if not chk.errors:
         seen: dict[str, int] = {}
-        for cell in cells:
-            seen[cell.name] = seen.get(cell.name, 0) + 1
-        dups = [n for n, c in seen.items() if c > 1]
-        if dups:
-            chk.error(("sweep",), f"cell names are not unique (a name template misses an axis?): {', '.join(dups[:5])}")
+        for cell, i in zip(cells, group_of):
+            if cell.name in seen:
+                chk.error(("sweep", i, "name"), f"cell name {cell.name!r} is not unique (also in [[sweep]] "
+                          f"#{seen[cell.name] + 1}); add the varying parameter to the name template")
+            seen.setdefault(cell.name, i)
     if chk.errors:
         raise SweepError(chk.errors)
     return cells
@@ -327,3 +334,21 @@ def preset_path(name: str) -> Path:
         names = list(available_presets())
         raise KeyError(f"unknown preset {name!r}{_hint(name, names)} (available: {', '.join(names) or 'none'})")
     return path
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def single_cell_toml(cell_keys: dict[str, Any], params: dict[str, Any]) -> str:
+    """A one-group sweep from command-line flags, so flags get exactly the sweep file's checks."""
+    lines = ["[[sweep]]"] + [f"{k} = {toml_value(v)}" for k, v in cell_keys.items() if v is not None]
+    if params:
+        lines += ["[sweep.params]"] + [f'"{k}" = {toml_value(v)}' for k, v in params.items()]
+    return "\n".join(lines) + "\n"

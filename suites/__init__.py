@@ -6,9 +6,9 @@ import difflib
 import importlib
 import pkgutil
 
-from suites.base import Grade, Sample, Suite
+from suites.base import CodeExecNotAllowed, Grade, Sample, Suite
 
-__all__ = ["register", "get", "available", "get_class", "Suite", "Sample", "Grade"]
+__all__ = ["register", "get", "available", "get_class", "Suite", "Sample", "Grade", "CodeExecNotAllowed"]
 
 _REGISTRY: dict[str, type[Suite]] = {}
 _discovered = False

@@ -1,10 +1,11 @@
 """Runs inside the sandbox as `python -I _sandbox_boot.py` (never imported by the package).
 
-The parent (suites/sandbox.py) writes a JSON config on our stdin, then closes it. We are the
-supervisor: pid 1 of a fresh pid namespace when namespaces are available. We
-  1. make every mount except the working directory read-only (mount namespace only),
-  2. fork the program child, which sets the rlimits and `exec`s the program,
-  3. wait for that child and write one JSON verdict to the result fd the parent gave us.
+The parent (suites/sandbox.py) writes a JSON config on our stdin, then closes it. Then
+  1. we enter new user, mount, network and pid namespaces when the kernel allows it (else we carry
+     on without and say so), and remount everything except the working directory read-only;
+  2. we fork the supervisor, pid 1 of the new pid namespace, which forks the program child: that
+     one sets the rlimits and `exec`s the program;
+  3. the supervisor waits for the child and writes one JSON verdict to the result fd we were given.
 The child proves it reached the end of the program (tests included) by sending back a nonce over a
 pipe; an early `sys.exit(0)` or `os._exit(0)` therefore never looks like a pass. When we exit, the
 kernel kills whatever is left in the pid namespace, so escaped grandchildren do not outlive us.
@@ -19,6 +20,8 @@ import resource
 import sys
 import traceback
 
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
+NOBODY = 65534
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_RELATIME = 32, 1024, 2048, 4096, 1 << 21
 # A remount inside a user namespace must keep the flags the mount was created with ("locked"),
@@ -93,6 +96,8 @@ def classify(exc: BaseException) -> str:
 
 def run_child(cfg: dict, report_fd: int) -> None:
     os.chdir(cfg["workdir"])
+    if cfg["real_uid"] is not None:
+        os.setresuid(cfg["real_uid"], 0, 0)  # counted as nobody for RLIMIT_NPROC, see enter_namespaces
     set_limits(cfg)
     path = os.path.join(cfg["workdir"], "program.py")
     with open(path) as f:
@@ -120,14 +125,51 @@ def run_child(cfg: dict, report_fd: int) -> None:
     os._exit(0 if record["outcome"] == "done" else 1)
 
 
-def main() -> None:
-    cfg = json.loads(sys.stdin.read())
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)  # the program sees end-of-file on stdin
+def enter_namespaces() -> str | None:
+    """unshare(2) into new namespaces; None on success, else why not.
+
+    The uid map of a new user namespace must be written from the parent namespace when it maps
+    more than our own uid, so a helper forked beforehand writes it. As root we map 0 and nobody:
+    the program later takes nobody as its *real* uid, because the kernel never applies
+    RLIMIT_NPROC to a real uid 0 (a fork bomb would otherwise go unchecked)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    uid, gid = os.getuid(), os.getgid()
+    go_r, go_w = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        os.close(go_w)
+        os.read(go_r, 1)
+        target = os.getppid()
+        try:
+            if uid == 0:
+                uid_map = gid_map = f"0 0 1\n{NOBODY} {NOBODY} 1\n"
+            else:
+                with open(f"/proc/{target}/setgroups", "w") as f:
+                    f.write("deny")  # required before an unprivileged gid_map write
+                uid_map, gid_map = f"0 {uid} 1\n", f"0 {gid} 1\n"
+            with open(f"/proc/{target}/uid_map", "w") as f:
+                f.write(uid_map)
+            with open(f"/proc/{target}/gid_map", "w") as f:
+                f.write(gid_map)
+        except OSError:
+            os._exit(1)
+        os._exit(0)
+    os.close(go_r)
+    failed = libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID) != 0
+    err = ctypes.get_errno()
+    os.write(go_w, b"x")
+    os.close(go_w)
+    _, status = os.waitpid(helper, 0)
+    if failed:
+        return f"no namespaces (unshare: {errno.errorcode.get(err, err)})"
+    if status != 0:
+        sys.stderr.write("sandbox: could not write the uid/gid map of the new user namespace\n")
+        os._exit(2)
+    return None
+
+
+def supervise(cfg: dict, isolation: list[str]) -> None:
     result_fd = cfg["result_fd"]
-    isolation = list(cfg["isolation"])
-    if cfg["readonly_fs"]:
-        isolation.append(make_fs_readonly(cfg["workdir"]))
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:
@@ -163,6 +205,27 @@ def main() -> None:
     }
     os.write(result_fd, json.dumps(verdict).encode())
     os._exit(0)
+
+
+def main() -> None:
+    cfg = json.loads(sys.stdin.read())
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # the program sees end-of-file on stdin
+    isolation = list(cfg["isolation"])
+    cfg["real_uid"] = None
+    if cfg["namespaces"]:
+        was_root = os.getuid() == 0
+        why_not = enter_namespaces()
+        if why_not is None:
+            isolation += ["no-network", "pid-namespace", make_fs_readonly(cfg["workdir"])]
+            cfg["real_uid"] = NOBODY if was_root else None
+        else:
+            isolation.append(why_not)
+    supervisor = os.fork()  # with CLONE_NEWPID this child is pid 1 of the new namespace
+    if supervisor == 0:
+        supervise(cfg, isolation)
+    _, status = os.waitpid(supervisor, 0)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 3)
 
 
 if __name__ == "__main__":

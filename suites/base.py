@@ -1,4 +1,25 @@
-"""What every suite provides. Nothing here knows about decoders or the harness."""
+"""What every suite provides. Nothing here knows about decoders or the harness.
+
+Constructor convention (what `suites.get(name, **options)` passes through):
+    Suite(data_dir=None, limit=None, shuffle=False, seed=0, allow_code_exec=False)
+`data_dir` may also come from $PDBENCH_DATA; see suites/data.py for the lookup order.
+
+Runner protocol:
+    suite.check_ready()                 before any generation; raises CodeExecNotAllowed for a
+                                        code suite built without allow_code_exec=True
+    suite.samples() -> Iterator[Sample]
+    suite.render(sample, tokenizer) -> list[int]
+    suite.grade(sample, completion) -> Grade
+    suite.grade_many([(sample, completion), ...]) -> list[Grade]   (concurrent where it pays)
+    suite.version, suite.prompt_hash    stored in every result row
+
+`Grade.extra` holds grader outputs beyond the four core fields, all JSON-serialisable:
+    gsm8k:     extractor ("boxed" | "hash" | "last_number" | None)
+    math500:   boxed (last \\boxed{} content or None), boxed_match (bool: boxed string == answer
+               after whitespace/\\left\\right/\\! normalisation), math_verify (bool)
+    humaneval, mbpp: exec_s (program wall time), isolation (sandbox layers applied),
+               code_source ("fenced" | "raw")
+"""
 
 from __future__ import annotations
 
@@ -22,6 +43,11 @@ class Grade:
     extracted: str | None  # the answer or program the grader pulled out of the completion
     status: str  # ok | no_answer | timeout | error   (code: pass | fail | timeout | error)
     detail: str = ""  # which extractor fired, the failing assert, the exception ...
+    extra: dict[str, Any] = field(default_factory=dict)  # per-suite grader outputs, see module docstring
+
+
+class CodeExecNotAllowed(PermissionError):
+    """A suite that runs model-generated code was used without opting in."""
 
 
 class Suite:
@@ -31,6 +57,22 @@ class Suite:
     version = "0"
     needs_code_exec = False  # True for suites that run generated code (opt-in: allow_code_exec)
 
+    def __init__(self, data_dir=None, limit: int | None = None, shuffle: bool = False, seed: int = 0,
+                 allow_code_exec: bool = False):
+        self.data_dir = data_dir
+        self.limit = limit
+        self.shuffle = shuffle
+        self.seed = seed
+        self.allow_code_exec = allow_code_exec
+
+    def check_ready(self) -> None:
+        """Raise before generation starts if grading could not run (the code-exec gate)."""
+        if self.needs_code_exec and not self.allow_code_exec:
+            raise CodeExecNotAllowed(
+                f"suite {self.name!r} grades by running model-generated code, which is untrusted; it runs in "
+                "a sandboxed subprocess (suites/sandbox.py), but only with explicit consent: pass "
+                "--allow-code-exec (allow_code_exec=True)")
+
     def samples(self) -> Iterator[Sample]:
         raise NotImplementedError
 
@@ -39,6 +81,11 @@ class Suite:
 
     def grade(self, sample: Sample, completion: str) -> Grade:
         raise NotImplementedError
+
+    def grade_many(self, pairs: list[tuple[Sample, str]]) -> list[Grade]:
+        """Grade (sample, completion) pairs, results in input order. Serial here; suites with
+        expensive graders (code execution, math-verify) override it with a pool."""
+        return [self.grade(sample, completion) for sample, completion in pairs]
 
     def prompt_settings(self) -> dict[str, Any]:
         """Everything that shapes the prompt text; hashed into `prompt_hash`."""

@@ -9,22 +9,23 @@ pass), `timeout` (wall clock or RLIMIT_CPU), `error` (a resource limit other tha
 output/file size, process count; killed by a signal; or the sandbox itself could not run).
 
 Layers, each applied where the OS allows; `ExecResult.isolation` lists what a run actually got:
-  * own process group (killed with SIGKILL on timeout and after every run), closed stdin,
-    a fresh temporary working directory (also HOME and TMPDIR), a minimal environment;
+  * own process group (killed with SIGKILL on timeout and after every run), closed stdin (reads
+    see end-of-file), a fresh temporary working directory (also HOME and TMPDIR), a minimal env;
   * rlimits set inside the child: RLIMIT_AS = current VmSize + memory_mb (relative, so it does not
     fail at start-up inside containers), RLIMIT_CPU, RLIMIT_NPROC, RLIMIT_FSIZE (which also caps
     stdout/stderr: they go to files, and only the first `output_cap` bytes are read back);
-  * when run as root: the program runs as uid/gid 65534 (nobody), so it cannot signal or write
-    to anything the test process owns;
-  * `unshare --user --map-root-user --net --pid --mount --fork --kill-child` when unprivileged user
-    namespaces are permitted: no network (only a down loopback), a pid namespace (the test process
-    is invisible and unkillable; everything the program forked dies with the supervisor), and every
-    mount except the working directory remounted read-only, so writes outside it fail even in
-    world-writable places like /tmp.
-Without namespaces (`PDBENCH_SANDBOX=plain`, or a kernel/container that refuses them) there is no
-network isolation and the file system is protected only by the uid drop (as root) or not at all
-(as a normal user): run untrusted code in a container or VM then. This is not a security boundary
-against code written to escape; it keeps accidental damage by model-generated code contained.
+  * new user, mount, network and pid namespaces (unshare(2) in suites/_sandbox_boot.py) when the
+    kernel permits them: no network (only a down loopback); the test process is invisible and
+    cannot be signalled; everything the program forked dies with the pid namespace's init; every
+    mount except the working directory is remounted read-only, so writes outside it fail even in
+    world-writable places like /tmp. As root, the program's real uid becomes nobody inside the
+    namespace, because the kernel exempts real uid 0 from RLIMIT_NPROC;
+  * as root, when nobody can execute this interpreter, the whole run is done as uid/gid nobody.
+Without namespaces (`PDBENCH_SANDBOX=plain`, or a container that refuses them; the isolation list
+then says why) there is no network isolation, escaped grandchildren can outlive the run, and the
+file system is protected only by the uid drop (as root) or not at all: run untrusted code in a
+container or VM then. In any mode this contains accidents of model-generated code; it is not a
+security boundary against code written to escape.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from dataclasses import dataclass, field
 
 BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_boot.py")
 SANDBOX_UID = 65534  # nobody; used only when we are root
-UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--mount", "--fork", "--kill-child", "--"]
 STATUSES = ("pass", "fail", "timeout", "error")
 
 
@@ -71,34 +71,22 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _command(use_ns: bool) -> list[str]:
-    return (UNSHARE if use_ns else []) + [sys.executable, "-I", BOOT]
-
-
 def _user_kwargs(drop: bool) -> dict:
     return {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if drop else {}
 
 
 @functools.lru_cache(maxsize=1)
-def sandbox_mode() -> tuple[bool, bool]:
-    """(namespaces, drop_to_nobody): the strongest combination that can start this interpreter.
-
-    Probed once: containers often forbid user namespaces, and an interpreter installed under a
-    private home (e.g. /root/.pyenv) cannot be executed by nobody."""
-    root = hasattr(os, "geteuid") and os.geteuid() == 0
-    want_ns = os.environ.get("PDBENCH_SANDBOX", "") != "plain" and shutil.which("unshare") is not None
-    for use_ns, drop in [(True, True), (True, False), (False, True), (False, False)]:
-        if (use_ns and not want_ns) or (drop and not root):
-            continue
-        cmd = _command(use_ns)[:-1] + ["-c", "pass"]
-        try:
-            probe = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, cwd="/",
-                                   **_user_kwargs(drop))
-        except (OSError, subprocess.SubprocessError):
-            continue
-        if probe.returncode == 0:
-            return use_ns, drop
-    return False, False
+def drop_to_nobody() -> bool:
+    """As root, run programs as nobody, if nobody can start this interpreter at all (one installed
+    under a private home such as /root/.pyenv cannot be; then the bootstrap's uid trick applies)."""
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        return False
+    try:
+        probe = subprocess.run([sys.executable, "-I", "-c", "pass"], stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=30, cwd="/", **_user_kwargs(True))
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
 
 
 def _read_head(path: str, cap: int) -> str:
@@ -148,7 +136,7 @@ def run_program(
     output_cap: int = 65536,
 ) -> ExecResult:
     """Run `source` as a Python program in a fresh sandbox and classify how it ended."""
-    use_ns, drop = sandbox_mode()
+    drop = drop_to_nobody()
     workdir = tempfile.mkdtemp(prefix="pdbench-sbx-")
     private = tempfile.mkdtemp(prefix="pdbench-sbx-io-")  # outputs live outside the program's reach
     isolation = ["process-group", "rlimits", "tempdir"]
@@ -159,8 +147,6 @@ def run_program(
             os.chown(workdir, SANDBOX_UID, SANDBOX_UID)
             os.chmod(os.path.join(workdir, "program.py"), 0o644)
             isolation.append("uid-nobody")
-        if use_ns:
-            isolation += ["no-network", "pid-namespace"]
         out_path, err_path, res_path = (os.path.join(private, n) for n in ("stdout", "stderr", "result"))
         config = {
             "workdir": os.path.realpath(workdir),
@@ -169,12 +155,12 @@ def run_program(
             "cpu_s": int(timeout_s) + 1,
             "fsize_bytes": max_file_mb << 20,
             "nproc": max_processes,
-            "readonly_fs": use_ns,
+            "namespaces": os.environ.get("PDBENCH_SANDBOX", "") != "plain",
             "isolation": isolation,
         }
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
-        cmd, kwargs = _command(use_ns), _user_kwargs(drop)
+        cmd, kwargs = [sys.executable, "-I", BOOT], _user_kwargs(drop)
         with open(out_path, "wb") as out, open(err_path, "wb") as err, open(res_path, "wb") as res:
             config["result_fd"] = res.fileno()
             start = time.perf_counter()

@@ -1,0 +1,239 @@
+"""`pdbench train-toy`: train the shipped toy model, SDLM-style, on the synthetic suites (CPU, seeded).
+
+    python -m harness.toy.train --out harness/toy/checkpoint --steps 1200 --seed 0
+
+Objective per packed batch (layout.py): plain next-token cross-entropy on the clean response (what
+`ar` decodes with) + cross-entropy on the block rows (SDLM's next-sequence prediction, sdlm.md §4,
+D = --block-size), where a fraction --partial-frac of blocks are partially revealed (what
+`block-diffusion` sees after its first pass). Deterministic on CPU for a given seed and thread count:
+data comes from one seeded stream, the model from torch.manual_seed. Writes the checkpoint,
+tokenizer, train_log.jsonl (one line per --log-every steps) and TRAINING.md into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from harness.toy.layout import IGNORE, Example, build_example, pack
+from harness.toy.tokenizer import IM_END, PAD, build_tokenizer, save_tokenizer
+from suites.synthetic import Problem, chat_messages, train_stream
+
+DEFAULT_OUT = Path(__file__).parent / "checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    out: str = str(DEFAULT_OUT)
+    steps: int = 1200
+    rows: int = 4  # rows per step
+    row_len: int = 768  # tokens per row (several examples packed per row)
+    seed: int = 0
+    block_size: int = 4
+    partial_frac: float = 0.3
+    arith_weight: float = 0.6  # share of arith problems in the stream (the rest: toy-code)
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 4
+    intermediate: int = 1024
+    lr: float = 2e-3
+    min_lr_frac: float = 0.05
+    warmup: int = 60
+    weight_decay: float = 0.01
+    threads: int = 2
+    log_every: int = 10
+    tokenizer: str = ""  # reuse a saved tokenizer dir instead of building one
+    eval_n: int = 0  # after training: greedy AR / SDLM accuracy on this many test problems per suite
+
+
+def encode(tokenizer, problem: Problem) -> tuple[list[int], int]:
+    """(x0, response_start): rendered prompt + response + <|im_end|>, as the harness renders prompts."""
+    prompt = tokenizer.apply_chat_template(chat_messages(problem), add_generation_prompt=True,
+                                           tokenize=True, return_dict=False)
+    response = tokenizer.encode(problem.solution, add_special_tokens=False)
+    return list(prompt) + response + [tokenizer.convert_tokens_to_ids(IM_END)], len(prompt)
+
+
+def make_model(cfg: TrainConfig, tokenizer):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads, intermediate_size=cfg.intermediate,
+        max_position_embeddings=1024, rope_theta=10000.0, tie_word_embeddings=True, rms_norm_eps=1e-6,
+        bos_token_id=None, eos_token_id=ids(IM_END), pad_token_id=ids(PAD),
+        attn_implementation="eager",
+    )
+    # SDLM's config fields (sdlm.md §1): decoders read the mask id and trained block size from here.
+    config.block_size = cfg.block_size
+    config.causal_attn = False
+    config.text_mask_token_id = tokenizer.mask_token_id
+    config.text_mask_token = tokenizer.mask_token
+    return Qwen2ForCausalLM(config)
+
+
+def batches(cfg: TrainConfig, tokenizer):
+    """Endless packed batches: problems in stream order, each row filled greedily until the next
+    example would not fit (that example starts the next row, nothing is dropped)."""
+    rng = random.Random(f"blocks/{cfg.seed}")
+    mask_id = tokenizer.mask_token_id
+    stream = train_stream(cfg.seed, {"arith": cfg.arith_weight, "code": 1.0 - cfg.arith_weight})
+    carry: Example | None = None
+    while True:
+        rows = []
+        for _ in range(cfg.rows):
+            row, used = [], 0
+            while True:
+                if carry is None:
+                    x0, start = encode(tokenizer, next(stream))
+                    carry = build_example(x0, start, cfg.block_size, mask_id, rng, cfg.partial_frac)
+                if used + len(carry) > cfg.row_len:
+                    if not row:
+                        raise ValueError(f"an example of {len(carry)} tokens exceeds row_len={cfg.row_len}")
+                    break
+                row.append(carry)
+                used += len(carry)
+                carry = None
+            rows.append(row)
+        yield pack(rows, cfg.row_len, tokenizer.pad_token_id)
+
+
+def losses(model, batch, block_size: int) -> dict[str, torch.Tensor]:
+    logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                   attention_mask=batch.additive_mask()).logits
+    flat = logits.view(-1, logits.shape[-1])
+    ar = F.cross_entropy(flat, batch.ar_labels.view(-1), ignore_index=IGNORE)
+    per_row = F.cross_entropy(flat, batch.block_labels.view(-1), ignore_index=IGNORE, reduction="none")
+    has = batch.block_labels.view(-1) != IGNORE
+    out = {"loss": ar + per_row[has].mean(), "ar": ar, "block": per_row[has].mean()}
+    offsets = batch.block_offset.view(-1)
+    for j in range(block_size):  # per-offset block losses (SDLM logs loss_pos_1..D the same way)
+        sel = has & (offsets == j)
+        if sel.any():
+            out[f"pos{j + 1}"] = per_row[sel].mean()
+    return out
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def save_checkpoint(model, tokenizer, out: Path) -> None:
+    from transformers import GenerationConfig
+
+    model.save_pretrained(out, safe_serialization=True)
+    save_tokenizer(tokenizer, out)
+    ids = tokenizer.convert_tokens_to_ids
+    GenerationConfig(eos_token_id=[ids(IM_END), ids(PAD)], pad_token_id=ids(PAD), do_sample=False,
+                     max_new_tokens=96).save_pretrained(out)
+
+
+def train(cfg: TrainConfig, argv: list[str] | None = None) -> Path:
+    from tqdm import tqdm
+    from transformers import PreTrainedTokenizerFast
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(cfg.tokenizer) if cfg.tokenizer else build_tokenizer()
+    model = make_model(cfg, tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    log_path = out / "train_log.jsonl"
+    log = log_path.open("w")
+    t0, tokens, data = time.perf_counter(), 0, batches(cfg, tokenizer)
+    model.train()
+    bar = tqdm(range(cfg.steps), desc=f"train-toy {n_params / 1e6:.1f}M", unit="step")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = next(data)
+        parts = losses(model, batch, cfg.block_size)
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        tokens += int((batch.input_ids != tokenizer.pad_token_id).sum())
+        bar.set_postfix(loss=f"{parts['loss'].item():.3f}", ar=f"{parts['ar'].item():.3f}")
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            row = {"step": step, "lr": round(lr_at(step, cfg), 6), "tokens": tokens,
+                   "elapsed_s": round(time.perf_counter() - t0, 1),
+                   **{k: round(v.item(), 4) for k, v in parts.items()}}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+    log.close()
+    wall = time.perf_counter() - t0
+    model.eval()
+    save_checkpoint(model, tokenizer, out)
+    command = "pdbench train-toy " + shlex.join(argv if argv is not None else sys.argv[1:])
+    write_training_md(out, cfg, command, wall, n_params, tokens)
+    if cfg.eval_n:
+        from harness.toy.evaluate import evaluate_dir
+
+        print(json.dumps(evaluate_dir(out, cfg.eval_n), indent=1))
+    return out
+
+
+def write_training_md(out: Path, cfg: TrainConfig, command: str, wall: float, n_params: int, tokens: int) -> None:
+    lines = [
+        "# pdbench-toy checkpoint", "",
+        "Trained by `harness/toy/train.py` (SDLM next-sequence prediction + next-token loss, "
+        "see that file and layout.py).", "",
+        f"- command: `{command}`",
+        f"- seed: {cfg.seed}",
+        f"- wall time: {wall / 60:.1f} min on {cfg.threads} CPU threads (torch {torch.__version__})",
+        f"- parameters: {n_params / 1e6:.2f} M, {cfg.steps} steps, {tokens} non-filler tokens",
+        "- loss log: `train_log.jsonl`", "",
+        "## Config", "", "```json", json.dumps(asdict(cfg), indent=1), "```", "",
+    ]
+    (out / "TRAINING.md").write_text("\n".join(lines))
+
+
+def parse_args(argv: list[str] | None) -> TrainConfig:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="pdbench train-toy", description=__doc__.split("\n\n")[0])
+    helps = {
+        "out": "checkpoint directory (default: the shipped harness/toy/checkpoint)",
+        "steps": "optimizer steps (the schedule is fixed by this, so runs are reproducible)",
+        "rows": "packed rows per step", "row_len": "tokens per packed row", "seed": "data + init seed",
+        "block_size": "SDLM block size D", "partial_frac": "share of partially revealed blocks",
+        "hidden": "model width", "layers": "decoder layers", "intermediate": "MLP width",
+        "threads": "torch CPU threads", "tokenizer": "reuse this saved tokenizer directory",
+        "eval_n": "evaluate on N test problems per suite after training (0 = skip)",
+    }
+    for name, value in asdict(defaults).items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value,
+                            help=helps.get(name, name.replace("_", " ")) + f" (default {value!r})")
+    return TrainConfig(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train(parse_args(argv), argv)
+    return 0
+
+
+train_toy = main  # the name the CLI wires as `pdbench train-toy`
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""`pdbench verify MODEL`: DESIGN.md's invariants on a user's own model.
+
+    cache        KV-cached and uncached runs emit the same tokens (every decoder)
+    lossless     sdlm-ssd == sdlm-conf at τ = 1 (first token only), same block size
+    ar-vs-hf     the AR decoder == model.generate(do_sample=False), token for token
+    batch        one batch of all prompts == one prompt at a time (exact only in fp32)
+    bookkeeping  sum(accepted) == n_tokens, len(accepted) == len(step_s), and a batch-1 run's
+                 n_forward == the adapter's own forward count
+
+Threshold decoders on a real model may differ where a confidence sits within ~1e-4 of τ (a knife
+edge, DESIGN.md); such a FAIL names the first diverging position so it can be inspected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n",
+    "Question: Tom has 12 apples and buys 7 more. How many apples does he have?\nAnswer:",
+    "Once upon a time, in a small village by the sea,",
+]
+
+
+@dataclass
+class Check:
+    name: str
+    subject: str
+    status: str  # PASS | FAIL | SKIP
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{self.status:4}  {self.name:11}  {self.subject:28}  {self.detail}"
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    """Index of the first differing token (a length difference counts), or None if equal."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def _compare(name: str, subject: str, got: list[list[int]], want: list[list[int]], label: str) -> Check:
+    for k, (g, w) in enumerate(zip(got, want)):
+        pos = first_divergence(g, w)
+        if pos is not None:
+            gv = g[pos] if pos < len(g) else "<end>"
+            wv = w[pos] if pos < len(w) else "<end>"
+            return Check(name, subject, "FAIL", f"prompt {k}: first divergence at position {pos}: {gv} vs {wv} ({label})")
+    return Check(name, subject, "PASS", f"{len(got)} prompts identical ({label})")
+
+
+def _tokens(decoder, adapter, prompts, max_new_tokens) -> list[list[int]]:
+    return [list(r.tokens) for r in decoder.generate(adapter, prompts, max_new_tokens)]
+
+
+def _configs(block_size: int) -> list[tuple[str, dict]]:
+    import decoders
+
+    out = []
+    for name in decoders.available():
+        params = {"block_size": block_size} if "block_size" in {f for f in decoders.get_class(name).__dataclass_fields__} else {}
+        out.append((name, params))
+    return out
+
+
+def run_checks(adapter, prompts: list[list[int]], max_new_tokens: int = 32, block_size: int = 4) -> list[Check]:
+    import decoders
+
+    checks: list[Check] = []
+    runnable = []
+    for name, params in _configs(block_size):
+        subject = name + (f"[D={block_size}]" if params else "")
+        dec = decoders.get(name, **params)
+        try:
+            dec.check_model(adapter)
+        except Exception as e:
+            checks.append(Check("all", subject, "SKIP", str(e).split(";")[0]))
+            continue
+        runnable.append((name, params, subject))
+        try:  # bookkeeping and the adapter's own count, batch 1
+            rows, ok = [], True
+            for p in prompts:
+                before = adapter.n_forward
+                (res,) = dec.generate(adapter, [p], max_new_tokens)
+                res.check_bookkeeping()
+                if res.n_forward != adapter.n_forward - before:
+                    checks.append(Check("bookkeeping", subject, "FAIL",
+                                        f"n_forward={res.n_forward} but the adapter ran {adapter.n_forward - before}"))
+                    ok = False
+                    break
+                rows.append(list(res.tokens))
+            if ok:
+                checks.append(Check("bookkeeping", subject, "PASS", "identities hold; n_forward == adapter count"))
+        except AssertionError as e:
+            checks.append(Check("bookkeeping", subject, "FAIL", str(e)))
+            continue
+        uncached = decoders.get(name, **params, use_cache=False)
+        checks.append(_compare("cache", subject, rows, [_tokens(uncached, adapter, [p], max_new_tokens)[0] for p in prompts],
+                               "cached vs uncached"))
+        checks.append(_compare("batch", subject, _tokens(dec, adapter, prompts, max_new_tokens), rows,
+                               f"batch of {len(prompts)} vs one at a time"))
+        if name == "ar":
+            checks.append(_compare("ar-vs-hf", subject, rows, _hf_greedy(adapter, prompts, max_new_tokens),
+                                   "AR decoder vs HF generate"))
+    names = {n for n, _, _ in runnable}
+    if {"sdlm-ssd", "sdlm-conf"} <= names:
+        ssd = decoders.get("sdlm-ssd", block_size=block_size)
+        conf = decoders.get("sdlm-conf", block_size=block_size, threshold=1.0)
+        checks.append(_compare("lossless", f"sdlm-ssd[D={block_size}]", _tokens(ssd, adapter, prompts, max_new_tokens),
+                               _tokens(conf, adapter, prompts, max_new_tokens), "ssd vs conf τ=1"))
+    return checks
+
+
+def _hf_greedy(adapter, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """HF generate, one prompt at a time (no padding), cut after the first EOS like DecodeResult."""
+    import torch
+
+    out = []
+    for p in prompts:
+        ids = torch.tensor([p], device=adapter.device)
+        gen = adapter.hf_model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                        max_new_tokens=max_new_tokens, eos_token_id=list(adapter.eos_ids),
+                                        pad_token_id=adapter.pad_id)
+        toks = gen[0, len(p):].tolist()
+        for i, t in enumerate(toks):
+            if t in adapter.eos_ids:
+                toks = toks[: i + 1]
+                break
+        out.append(toks)
+    return out
+
+
+def encode_prompts(adapter, texts: list[str]) -> list[list[int]]:
+    return [list(adapter.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+
+def verify(model: str, *, device=None, dtype=None, add_mask_token=False, max_new_tokens=32, block_size=4,
+           prompts: list[str] | None = None, echo=print) -> bool:
+    from harness.models import load_model
+
+    adapter = load_model(model, device=device, dtype=dtype, add_mask_token=add_mask_token)
+    echo(f"verifying {adapter.name} on {adapter.device} ({str(adapter.dtype).removeprefix('torch.')}), "
+         f"{max_new_tokens} new tokens, block size {block_size}")
+    if adapter.dtype != __import__("torch").float32:
+        echo("note: batch invariance is exact only in float32 (use --dtype float32)")
+    checks = run_checks(adapter, encode_prompts(adapter, prompts or DEFAULT_PROMPTS), max_new_tokens, block_size)
+    for c in checks:
+        echo(c.line())
+    failed = [c for c in checks if c.status == "FAIL"]
+    echo(f"{sum(c.status == 'PASS' for c in checks)} passed, {len(failed)} failed, "
+         f"{sum(c.status == 'SKIP' for c in checks)} skipped")
+    return not failed

@@ -1,0 +1,94 @@
+"""Answer extraction shared by the math suites (and the synthetic `arith` suite).
+
+    last_boxed(text) -> str | None             content of the last \\boxed{...} / \\fbox{...}
+    extract_number(completion) -> (value, extractor)
+        value: Fraction or None; extractor: "boxed" | "hash" | "last_number" | None
+    parse_number(text) -> Fraction | None      one number out of a short answer string
+    format_number(value) -> str                canonical text of a Fraction ("18", "-2.5", "1/3")
+
+Numbers are compared exactly as Fractions after stripping `$`, `\\$`, thousands commas, `\\!`,
+`{,}` and units in `\\text{}`: "1,000", "$1000.00" and "\\boxed{1000}" are all 1000.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# A number as people write it: optional sign, optional $, thousands groups or plain digits, decimals.
+_NUMBER_RE = re.compile(r"(?<![\w.])-?\s?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])|(?<![\w.])-?\.\d+")
+_HASH_RE = re.compile(r"####\s*([^\n]*)")
+_FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.,]+)\s*\}\s*\{\s*(-?[\d.,]+)\s*\}")
+
+
+def last_boxed(text: str) -> str | None:
+    """The brace-balanced content of the last \\boxed{...}; None if there is none or it is unclosed."""
+    starts = [m.end() for m in _BOX_RE.finditer(text)]
+    for start in reversed(starts):
+        depth = 1
+        for i in range(start, len(text)):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start:i]
+    return None
+
+
+def _clean(text: str) -> str:
+    text = re.sub(r"\\text\{[^{}]*\}|\\mbox\{[^{}]*\}", " ", text)  # units: \text{ dollars}
+    text = text.replace("{,}", ",").replace("\\!", "").replace("\\,", "").replace("\\$", "$")
+    text = _FRAC_RE.sub(lambda m: f"{m.group(1)}/{m.group(2)}", text)
+    return text
+
+
+def _to_fraction(token: str) -> Fraction | None:
+    token = token.replace("$", "").replace(",", "").replace(" ", "")
+    try:
+        return Fraction(token)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _numbers(text: str) -> list[Fraction]:
+    text = _clean(text)
+    out = []
+    # a/b written as a fraction counts as one number
+    for m in re.finditer(r"(-?\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)|" + _NUMBER_RE.pattern, text):
+        if m.group(1) is not None:
+            value = _to_fraction(m.group(1)) / _to_fraction(m.group(2)) if _to_fraction(m.group(2)) else None
+        else:
+            value = _to_fraction(m.group(0))
+        if value is not None:
+            out.append(value)
+    return out
+
+
+def parse_number(text: str) -> Fraction | None:
+    """The last number in a short answer string (so "x = 5" gives 5), or None."""
+    numbers = _numbers(text)
+    return numbers[-1] if numbers else None
+
+
+def extract_number(completion: str) -> tuple[Fraction | None, str | None]:
+    """The model's numeric answer, trying \\boxed{} first, then `#### n`, then the last number."""
+    boxed = last_boxed(completion)
+    if boxed is not None and (value := parse_number(boxed)) is not None:
+        return value, "boxed"
+    hashes = _HASH_RE.findall(completion)
+    for tail in reversed(hashes):  # the last one: a model may recite examples before answering
+        if (value := parse_number(tail)) is not None:
+            return value, "hash"
+    value = parse_number(completion)
+    return (value, "last_number") if value is not None else (None, None)
+
+
+def format_number(value: Fraction) -> str:
+    if value.denominator == 1:
+        return str(value.numerator)
+    as_float = float(value)
+    if Fraction(repr(as_float)) == value:
+        return repr(as_float)
+    return f"{value.numerator}/{value.denominator}"

@@ -1,0 +1,117 @@
+"""Find, read and validate a suite's records; subset them with `limit` and a seeded `shuffle`.
+
+Lookup order for a suite's data (the first that works wins):
+  1. the `data_dir` argument: a directory holding one of the suite's file names, or the file itself;
+  2. the PDBENCH_DATA environment variable, the same way;
+  3. the Hugging Face hub through `datasets.load_dataset(hub_id, config, split=...)`, skipped when
+     `datasets` is not installed or HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set.
+Local files are JSONL in the original formats (gzip allowed, e.g. HumanEval.jsonl.gz).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """The data could not be found, or a record is malformed."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    filenames: tuple[str, ...]  # accepted local file names, first preferred
+    fields: tuple[str, ...]  # every record must have these
+    hub_id: str
+    hub_config: str | None
+    hub_split: str
+
+
+def _open(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict]:
+    """Read JSON lines, requiring `fields` in every record; errors name the file, line and field."""
+    records = []
+    with _open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            missing = [name for name in fields if name not in record]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing field {missing[0]!r}"
+                                + (f" (also {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else ""))
+            records.append(record)
+    if not records:
+        raise DataError(f"{path}: no records")
+    return records
+
+
+def _local_file(root: str | os.PathLike, spec: DataSpec) -> Path | None:
+    root = Path(root).expanduser()
+    if root.is_file():
+        return root
+    for name in spec.filenames:
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def _from_hub(spec: DataSpec) -> list[dict] | None:
+    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE"):
+        return None
+    try:
+        import datasets  # optional dependency (pdbench[hub])
+    except ImportError:
+        return None
+    try:
+        rows = datasets.load_dataset(spec.hub_id, spec.hub_config, split=spec.hub_split)
+    except Exception:  # noqa: BLE001 - no network, no such revision, ...: fall through to the error
+        return None
+    return [dict(row) for row in rows]
+
+
+def load_records(suite_name: str, spec: DataSpec, data_dir=None) -> tuple[list[dict], str]:
+    """Records in file order and where they came from (a path or 'hf:<id>')."""
+    tried = []
+    for origin, root in (("data_dir", data_dir), ("PDBENCH_DATA", os.environ.get("PDBENCH_DATA"))):
+        if not root:
+            tried.append(f"{origin} not given")
+            continue
+        path = _local_file(root, spec)
+        if path is not None:
+            return read_jsonl(path, spec.fields), str(path)
+        tried.append(f"{origin}={root} has none of {', '.join(spec.filenames)}")
+    rows = _from_hub(spec)
+    if rows is not None:
+        for i, row in enumerate(rows):
+            missing = [name for name in spec.fields if name not in row]
+            if missing:
+                raise DataError(f"hf:{spec.hub_id} row {i}: missing field {missing[0]!r}")
+        return rows, f"hf:{spec.hub_id}"
+    tried.append(f"Hugging Face hub id {spec.hub_id!r} not reachable (or `datasets` not installed / offline)")
+    raise DataError(
+        f"no data for suite {suite_name!r}. Give it one of three ways: (1) data_dir=... / --data-dir pointing at "
+        f"a directory with {spec.filenames[0]}, (2) the PDBENCH_DATA environment variable, or (3) a reachable "
+        f"Hugging Face hub for {spec.hub_id!r} with `datasets` installed. Tried: " + "; ".join(tried) + ".")
+
+
+def subset(records: list, limit: int | None = None, shuffle: bool = False, seed: int = 0) -> list:
+    """Seeded shuffle first, then the first `limit`: a shuffled subset is a random sample."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    out = list(records)
+    if shuffle:
+        random.Random(seed).shuffle(out)
+    return out if limit is None else out[:limit]

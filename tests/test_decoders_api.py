@@ -1,0 +1,154 @@
+"""Registry, parameter validation, EOS and length limits, bookkeeping, sampling."""
+
+from __future__ import annotations
+
+import pytest
+
+import decoders
+from decoders.base import DecoderConfigError
+from harness.models import HFModelAdapter
+from harness.tiny import tiny_model, tiny_tokenizer
+from tests.conftest import make_adapter
+
+ALL = [
+    ("ar", {}),
+    ("sdlm-conf", dict(block_size=4, threshold=0.5)),
+    ("sdlm-conf", dict(block_size=8, threshold=0.0)),
+    ("sdlm-ssd", dict(block_size=4)),
+    ("block-diffusion", dict(block_size=4, threshold=0.3)),
+    ("block-diffusion", dict(block_size=8, threshold=1.0, max_steps_per_block=3)),
+]
+
+
+def test_registry_names():
+    assert {"ar", "sdlm-conf", "sdlm-ssd", "block-diffusion"} <= set(decoders.available())
+
+
+def test_unknown_decoder_suggests_close_names():
+    with pytest.raises(KeyError, match="did you mean 'sdlm-conf'"):
+        decoders.get("sdlm-cof")
+
+
+def test_unknown_parameter_is_named():
+    with pytest.raises(ValueError, match="no parameter 'treshold'.*did you mean 'threshold'"):
+        decoders.get("sdlm-conf", treshold=0.5)
+
+
+@pytest.mark.parametrize("name,params,bad", [
+    ("sdlm-conf", dict(threshold=1.5), "threshold=1.5"),
+    ("sdlm-conf", dict(threshold=-0.1), "threshold=-0.1"),
+    ("sdlm-conf", dict(block_size=0), "block_size=0"),
+    ("sdlm-ssd", dict(block_size=-2), "block_size=-2"),
+    ("sdlm-conf", dict(confidence="margin"), "confidence='margin'"),
+    ("block-diffusion", dict(threshold=2), "threshold=2"),
+    ("block-diffusion", dict(max_steps_per_block=-1), "max_steps_per_block=-1"),
+    ("ar", dict(temperature=-1.0), "temperature=-1.0"),
+    ("ar", dict(top_p=0.0), "top_p=0.0"),
+])
+def test_bad_parameters_raise_naming_value_and_allowed(name, params, bad):
+    with pytest.raises(DecoderConfigError, match="allowed") as info:
+        decoders.get(name, **params)
+    assert bad in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["sdlm-conf", "sdlm-ssd", "block-diffusion"])
+def test_missing_mask_token_raises_before_any_forward(name):
+    tok = tiny_tokenizer()
+    tok.mask_token = None
+    model = tiny_model()
+    adapter = HFModelAdapter(model, tok)
+    adapter.mask_id = None  # the tiny vocabulary still has the token text; simulate a model without one
+    with pytest.raises(DecoderConfigError, match="add_mask_token"):
+        decoders.get(name).generate(adapter, [[1, 2, 3]], 4)
+    assert adapter.n_forward == 0
+
+
+def word_tokenizer():
+    """A vocabulary with no mask token at all."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({"a": 0, "b": 1, "<eos>": 2, "[UNK]": 3}, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", unk_token="[UNK]")
+
+
+def test_mask_token_found_in_tokenizer():
+    assert HFModelAdapter(tiny_model(), tiny_tokenizer()).mask_id == tiny_tokenizer().mask_token_id
+
+
+def test_add_mask_token_initialises_mean_row():
+    assert HFModelAdapter(tiny_model(), word_tokenizer()).mask_id is None
+    added = HFModelAdapter(tiny_model(), word_tokenizer(), add_mask_token=True)
+    assert added.mask_id == 4 and added.mask_added and added.mask_id not in added.eos_ids
+    for emb in (added.hf_model.get_input_embeddings(), added.hf_model.get_output_embeddings()):
+        assert emb.weight[4].allclose(emb.weight[:4].mean(0), atol=1e-6)
+    res = decoders.get("sdlm-conf", block_size=4).generate(added, [[0, 1, 0]], 6)
+    res[0].check_bookkeeping()
+    assert res[0].n_tokens == 6 or res[0].finish == "eos"
+
+
+def eos_adapter():
+    """A tiny model whose EOS set is the two most frequent tokens of its own greedy output, so that
+    every decoder meets EOS within a few tokens."""
+    adapter = make_adapter("qwen2", seed=1)
+    out = decoders.get("ar").generate(adapter, [[5, 6, 7], [9]], 30)
+    counts = {}
+    for r in out:
+        for t in r.tokens:
+            counts[t] = counts.get(t, 0) + 1
+    adapter.eos_ids = tuple(sorted(counts, key=counts.get, reverse=True)[:2])
+    return adapter
+
+
+@pytest.mark.parametrize("name,params", ALL)
+def test_output_cut_after_first_eos(name, params):
+    adapter = eos_adapter()
+    prompts = [[5, 6, 7], [9], [11, 12, 13, 14, 15]]
+    for r in decoders.get(name, **params).generate(adapter, prompts, 40):
+        r.check_bookkeeping()
+        eos_at = [i for i, t in enumerate(r.tokens) if t in adapter.eos_ids]
+        if r.finish == "eos":
+            assert eos_at == [len(r.tokens) - 1]
+        else:
+            assert not eos_at and len(r.tokens) == 40
+    assert any(r.finish == "eos" for r in decoders.get(name, **params).generate(adapter, prompts, 40))
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 5, 9])
+@pytest.mark.parametrize("name,params", ALL)
+def test_never_past_max_new_tokens(tiny_qwen2, prompts, name, params, limit):
+    params = {**params, "threshold": 0.0} if "threshold" in params else params  # accept whole blocks
+    for r in decoders.get(name, **params).generate(tiny_qwen2, prompts, limit):
+        r.check_bookkeeping()
+        assert len(r.tokens) == limit and r.finish == "length"
+        assert r.ttft_s <= r.e2e_s and all(s > 0 for s in r.step_s)
+
+
+@pytest.mark.parametrize("name,params", ALL)
+def test_sampling_is_seeded(tiny_qwen2, prompts, name, params):
+    kw = dict(params, temperature=0.8, top_p=0.9, top_k=50)
+    a = decoders.get(name, seed=1, **kw).generate(tiny_qwen2, prompts, 16)
+    b = decoders.get(name, seed=1, **kw).generate(tiny_qwen2, prompts, 16)
+    c = decoders.get(name, seed=2, **kw).generate(tiny_qwen2, prompts, 16)
+    assert [r.tokens for r in a] == [r.tokens for r in b]
+    assert [r.tokens for r in a] != [r.tokens for r in c]
+    greedy = decoders.get(name, **params).generate(tiny_qwen2, prompts, 16)
+    assert [r.tokens for r in a] != [r.tokens for r in greedy]
+
+
+def test_bookkeeping_fields(tiny_qwen2, prompts):
+    for name, params in ALL:
+        for r in decoders.get(name, **params).generate(tiny_qwen2, prompts, 12):
+            assert sum(r.accepted) == len(r.tokens)
+            assert len(r.accepted) == len(r.step_s) == r.n_forward
+            assert r.tpf == len(r.tokens) / r.n_forward
+            if name == "ar":
+                assert set(r.accepted) == {1}
+
+
+def test_empty_prompt_and_bad_length_rejected(tiny_qwen2):
+    with pytest.raises(ValueError, match="at least one token"):
+        decoders.get("ar").generate(tiny_qwen2, [[]], 4)
+    with pytest.raises(ValueError, match="max_new_tokens=0"):
+        decoders.get("ar").generate(tiny_qwen2, [[1]], 0)

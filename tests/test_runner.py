@@ -1,0 +1,106 @@
+"""The runner in-process on a tiny random Qwen2: rows, bookkeeping, resume, stale reuse, failures,
+the code-exec gate, the grading pool and Ctrl-C."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from harness import runner, store
+from harness.sweep import parse_sweep
+from tests.test_runner_fakes import SlowCodeSuite, sweep_text, tiny_loader
+
+OPTS = runner.RunOptions(progress=False)
+
+
+def run(text, out, loader=tiny_loader, opts=OPTS):
+    return runner.run(parse_sweep(text, "t.toml"), out, opts, argv=["test"], loader=loader)
+
+
+def test_run_resume_and_stale_reuse(tmp_path):
+    res = run(sweep_text(), tmp_path)
+    assert (res.rows_written, res.failures) == (12, [])
+    df = store.read_samples(tmp_path)
+    for row in df.to_dict("records"):
+        runner.check_row({**row, "accepted": list(row["accepted"]), "step_s": list(row["step_s"]),
+                          "output_ids": list(row["output_ids"])})
+    assert df.groupby("cell_hash").size().tolist() == [4, 4, 4]
+    assert set(df["tpf"][df["decoder"] == "ar"]) == {1.0}
+    assert (df["n_tokens"] - df["n_tokens_excl_eos"]).isin([0, 1]).all()
+    assert set(df["batch_size"]) == {2} and set(df["pos_in_batch"]) == {0, 1}
+    cells = store.read_table(tmp_path, "cells")
+    assert len(cells) == 3 and cells["warmup_s"].notna().all() and cells["gpu_util_mean"].isna().all()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["sessions"][0]["status"] == "done" and "torch" in manifest["sessions"][0]
+
+    again = run(sweep_text(), tmp_path)  # same sweep, same dir: nothing to do
+    assert (again.rows_written, again.rows_skipped) == (0, 12)
+
+    changed = sweep_text().replace("threshold = [0.0, 1.0]", "threshold = [0.0, 0.5]")
+    third = run(changed, tmp_path)  # τ=0.5 is a new hash: its rows are computed, never reused
+    assert (third.rows_written, third.rows_skipped) == (4, 8)
+    df = store.read_samples(tmp_path)
+    assert len(df) == 16 and df.groupby(list(store.KEY)).size().max() == 1
+    assert len(json.loads((tmp_path / "manifest.json").read_text())["sessions"]) == 3
+
+
+def test_failing_cells_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    from decoders.base import DecodeResult
+    from decoders.sdlm import SDLMConfidence
+
+    real = SDLMConfidence.generate
+
+    def flaky(self, model, prompts, max_new_tokens):
+        if self.threshold == 0.0:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        out = real(self, model, prompts, max_new_tokens)
+        return [DecodeResult(r.tokens, r.accepted + [0], r.finish, r.step_s, r.ttft_s, r.e2e_s) for r in out]
+
+    monkeypatch.setattr(SDLMConfidence, "generate", flaky)
+    res = run(sweep_text(), tmp_path)
+    assert res.rows_written == 4 and len(res.failures) == 2  # AR ran; both conf cells failed
+    fails = store.read_table(tmp_path, "failures")
+    assert set(fails["cell_name"]) == {"conf-t0.0", "conf-t1.0"}
+    oom = fails[fails["cell_name"] == "conf-t0.0"].iloc[0]
+    assert "out of memory" in oom["message"] and "Traceback" in oom["traceback"] and oom["cell_hash"]
+    assert "len(accepted)" in fails[fails["cell_name"] == "conf-t1.0"].iloc[0]["message"]  # bookkeeping
+
+
+def test_code_exec_gate_before_any_model_loads(tmp_path):
+    def loader(cell):
+        raise AssertionError("a model was loaded before the gate")
+
+    with pytest.raises(runner.RunConfigError, match="allow-code-exec"):
+        run(sweep_text(suite="test-code"), tmp_path, loader=loader)
+    assert not (tmp_path / "samples").exists()
+
+
+def test_code_grading_runs_on_the_pool(tmp_path):
+    SlowCodeSuite.graded_in.clear()
+    opts = runner.RunOptions(progress=False, allow_code_exec=True, warmup=False)
+    res = run(sweep_text(suite="test-code").split("[[sweep]]\ndecoder = \"sdlm")[0], tmp_path, opts=opts)
+    assert res.rows_written == 4 and store.read_samples(tmp_path)["correct"].all()
+    assert SlowCodeSuite.graded_in and all(n.startswith("pdbench-grade") for n in SlowCodeSuite.graded_in)
+
+
+def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path, monkeypatch):
+    from decoders.ar import AR
+
+    real, calls = AR.generate, []
+
+    def interrupted(self, model, prompts, max_new_tokens):
+        calls.append(len(prompts))
+        if len(calls) == 2:  # call 1 is the warm-up; during the first timed batch, Ctrl-C arrives
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, model, prompts, max_new_tokens)
+
+    monkeypatch.setattr(AR, "generate", interrupted)
+    res = run(sweep_text(), tmp_path)
+    assert res.interrupted and res.rows_written == 2  # the batch in flight was finished and stored
+    assert json.loads((tmp_path / "manifest.json").read_text())["sessions"][0]["status"] == "interrupted"
+    assert store.read_table(tmp_path, "cells")["status"].tolist() == ["interrupted"]
+    monkeypatch.setattr(AR, "generate", real)
+    res = run(sweep_text(), tmp_path)
+    assert (res.rows_written, res.rows_skipped) == (10, 2)
+    assert store.read_samples(tmp_path).groupby(list(store.KEY)).size().max() == 1

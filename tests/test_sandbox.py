@@ -1,0 +1,164 @@
+"""The sandbox under attack: each program gets the right status and the test process is unharmed."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from suites.sandbox import run_many, run_program
+
+TIMEOUT = 4.0
+
+
+def isolation() -> list[str]:
+    return run_program("pass").isolation
+
+
+def test_pass_and_fail_with_the_failing_assert():
+    ok = run_program("def f(x):\n    return x + 1\nassert f(1) == 2\nprint('done')")
+    assert (ok.status, ok.stdout) == ("pass", "done\n")
+    bad = run_program("def f(x):\n    return x\nassert f(1) == 2, 'off by one'")
+    assert bad.status == "fail" and "off by one" in bad.detail and "assert f(1) == 2" in bad.detail
+    syntax = run_program("def f(:\n    pass\n")
+    assert syntax.status == "fail" and "SyntaxError" in syntax.detail
+
+
+def test_stdin_is_closed():
+    result = run_program("import sys\nassert sys.stdin.read() == ''\ntry:\n    input()\nexcept EOFError:\n    pass\n"
+                         "else:\n    raise AssertionError('stdin had data')")
+    assert result.status == "pass", result.detail
+
+
+def test_runs_in_a_fresh_temporary_directory():
+    result = run_program("import os\nassert os.listdir('.') == ['program.py'], os.listdir('.')\n"
+                         "open('scratch.txt', 'w').write('x')\nprint(os.getcwd())")
+    assert result.status == "pass", result.detail
+    assert not os.path.exists(result.stdout.strip())  # removed afterwards
+
+
+def test_infinite_loop_times_out():
+    start = time.perf_counter()
+    result = run_program("while True:\n    pass", timeout_s=2.0)
+    assert result.status == "timeout"
+    assert time.perf_counter() - start < 10
+
+
+def test_sleeping_program_times_out_by_wall_clock():
+    result = run_program("import time\ntime.sleep(60)", timeout_s=1.5)
+    assert result.status == "timeout" and "wall-clock" in result.detail
+
+
+def test_fork_bomb_is_contained():
+    start = time.perf_counter()
+    result = run_program("import os\nwhile True:\n    os.fork()", timeout_s=TIMEOUT)
+    assert result.status in ("error", "timeout"), result  # process limit hit, or killed at the deadline
+    assert time.perf_counter() - start < TIMEOUT + 10
+    # no fork-bomb processes survive the run
+    time.sleep(0.2)
+    assert run_program("pass").status == "pass"
+
+
+def test_memory_bomb_hits_the_memory_limit():
+    instant = run_program("x = bytearray(10**12)", memory_mb=256)
+    assert instant.status == "error" and "memory limit" in instant.detail
+    gradual = run_program("chunks = []\nwhile True:\n    chunks.append(bytearray(8 << 20))", memory_mb=128,
+                          timeout_s=20)
+    assert gradual.status == "error" and "MemoryError" in gradual.detail
+
+
+def test_printing_a_gigabyte_is_cut_off():
+    result = run_program("import sys\nfor _ in range(1024):\n    sys.stdout.write('x' * (1 << 20))", output_cap=4096,
+                         max_file_mb=8, timeout_s=20)
+    assert result.status == "error" and "output" in result.detail
+    assert len(result.stdout) == 4096
+
+
+def test_sys_exit_zero_before_the_tests_is_a_fail():
+    result = run_program("import sys\nsys.exit(0)\nassert False")
+    assert result.status == "fail" and "sys.exit(0)" in result.detail
+
+
+def test_os_exit_zero_before_the_tests_is_a_fail():
+    result = run_program("import os\nos._exit(0)\nassert False")
+    assert result.status == "fail" and "before the tests finished" in result.detail
+
+
+def _needs_fs_protection():
+    layers = isolation()
+    if not any(layer.startswith("readonly-fs") for layer in layers) and "uid-nobody" not in layers:
+        pytest.skip(f"no file-system protection here (sandbox layers: {layers}); see suites/sandbox.py")
+
+
+def test_writing_outside_the_temp_dir_leaves_nothing(tmp_path: Path):
+    _needs_fs_protection()
+    targets = [tmp_path / "escaped.txt", Path("/tmp") / f"pdbench-escape-{uuid.uuid4().hex}",
+               Path(__file__).resolve().parent / f"escape-{uuid.uuid4().hex}.txt"]
+    source = "".join(f"open({str(t)!r}, 'w').write('pwned')\n" for t in targets)
+    result = run_program(source)
+    assert result.status == "fail" and "OSError" in result.detail
+    assert not any(t.exists() for t in targets)
+
+
+def test_os_system_cannot_touch_the_outside(tmp_path: Path):
+    _needs_fs_protection()
+    target = Path("/tmp") / f"pdbench-system-{uuid.uuid4().hex}"
+    result = run_program(f"import os\nassert os.system('touch {target} {tmp_path}/x') == 0")
+    assert result.status == "fail" and "os.system" in result.detail
+    assert not target.exists() and not (tmp_path / "x").exists()
+
+
+def test_killing_the_parent_leaves_the_test_process_and_the_verdict(tmp_path: Path):
+    layers = isolation()
+    if "pid-namespace" not in layers and "uid-nobody" not in layers:
+        pytest.skip(f"a same-uid program without a pid namespace can signal us (layers: {layers})")
+    me = os.getpid()
+    source = ("import os, signal, time\n"
+              "for pid in (os.getppid(), %d):\n"
+              "    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
+              "time.sleep(0.3)\n"
+              "assert 1 + 1 == 3, 'still reporting'\n") % me
+    result = run_program(source)
+    assert os.getpid() == me  # we are still here
+    assert result.status == "fail" and "still reporting" in result.detail
+
+
+def test_no_network():
+    if "no-network" not in isolation():
+        pytest.skip("network namespaces are not permitted here; see suites/sandbox.py")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        result = run_program(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)")
+    assert result.status == "fail" and ("OSError" in result.detail or "Error" in result.detail)
+
+
+def test_escaped_grandchildren_do_not_outlive_the_run():
+    if "pid-namespace" not in isolation():
+        pytest.skip("without a pid namespace a setsid() grandchild escapes the process-group kill")
+    marker = f"{time.time_ns() % 10**6}.5"  # a sleep argument nothing else uses
+    source = ("import os\n"
+              "if os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', %r])\n") % marker
+    result = run_program(source)
+    assert result.status == "pass", result.detail
+    time.sleep(0.3)
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline[:2] == [b"sleep", marker.encode()]:
+            alive.append(pid)
+    assert not alive
+
+
+def test_run_many_keeps_input_order():
+    sources = [f"assert {i} % 2 == 0" for i in range(6)]
+    results = run_many(sources, workers=2)
+    assert [r.status for r in results] == ["pass", "fail"] * 3

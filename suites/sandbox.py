@@ -20,7 +20,7 @@ Layers, each applied where the OS allows; `ExecResult.isolation` lists what a ru
     mount except the working directory is remounted read-only, so writes outside it fail even in
     world-writable places like /tmp. As root, the program's real uid becomes nobody inside the
     namespace, because the kernel exempts real uid 0 from RLIMIT_NPROC;
-  * as root, when nobody can execute this interpreter, the whole run is done as uid/gid nobody.
+  * as root, if user nobody may execute this interpreter, the whole run is done as uid/gid nobody.
 Without namespaces (`PDBENCH_SANDBOX=plain`, or a container that refuses them; the isolation list
 then says why) there is no network isolation, escaped grandchildren can outlive the run, and the
 file system is protected only by the uid drop (as root) or not at all: run untrusted code in a
@@ -82,8 +82,8 @@ def drop_to_nobody() -> bool:
     if not (hasattr(os, "geteuid") and os.geteuid() == 0):
         return False
     try:
-        probe = subprocess.run([sys.executable, "-I", "-c", "pass"], stdin=subprocess.DEVNULL, capture_output=True,
-                               timeout=30, cwd="/", **_user_kwargs(True))
+        probe = subprocess.run([sys.executable, "-I", "-c", f"open({BOOT!r}).close()"], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=30, cwd="/", **_user_kwargs(True))
     except (OSError, subprocess.SubprocessError):
         return False
     return probe.returncode == 0
@@ -111,7 +111,10 @@ def _verdict(raw: dict | None, timed_out: bool, stderr: str) -> tuple[str, str]:
     if sig is not None:
         if sig in (signal.SIGXCPU, signal.SIGKILL):  # SIGKILL: the hard RLIMIT_CPU after SIGXCPU
             return "timeout", f"CPU time limit (signal {signal.Signals(sig).name})"
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
         return "error", f"killed by signal {name}"
     if record is None:
         return "fail", f"program exited (code {raw.get('exit')}) before the tests finished"

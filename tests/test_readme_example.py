@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import types
 
 import pytest
 
@@ -19,7 +21,9 @@ def readme_decoder_source() -> str:
 def test_example_is_short_and_registers(tiny_qwen2, prompts):
     source = readme_decoder_source()
     assert len(source.strip().splitlines()) <= 40
-    exec(compile(source, "README.md", "exec"), {"__name__": "readme_example"})
+    module = types.ModuleType("readme_example")  # dataclasses look their module up in sys.modules
+    sys.modules[module.__name__] = module
+    exec(compile(source, "README.md", "exec"), module.__dict__)
     assert "sdlm-fixed-k" in decoders.available()
     with pytest.raises(ValueError, match="k=5"):
         decoders.get("sdlm-fixed-k", k=5)

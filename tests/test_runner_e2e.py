@@ -1,0 +1,97 @@
+"""End to end through the real CLI in a subprocess: a tiny random Qwen2 on real GSM8K samples,
+SIGKILLed mid-sweep, re-run, and the store holds exactly one row per (cell, sample)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import runner, store
+from harness.sweep import parse_sweep
+from tests.test_runner_fakes import DATA, REPO, tiny_loader
+
+SWEEP = """
+description = "e2e: every decoder on 3 GSM8K problems"
+[defaults]
+model = "tiny-random-qwen2"
+dtype = "float32"
+device = "cpu"
+suite = "gsm8k"
+limit = 3
+batch_size = 2
+max_new_tokens = 12
+
+[[sweep]]
+decoder = "ar"
+name = "ar"
+[[sweep]]
+decoder = "sdlm-conf"
+name = "conf-t{threshold}"
+params = { block_size = 4, threshold = [0.0, 1.0] }
+[[sweep]]
+decoder = "sdlm-ssd"
+name = "ssd"
+[[sweep]]
+decoder = "block-diffusion"
+name = "bd"
+params = { block_size = 4, threshold = 0.9 }
+"""
+N_CELLS, N_SAMPLES = 5, 3
+
+needs_data = pytest.mark.skipif(not (DATA / "gsm8k_test.jsonl").exists(), reason=f"no GSM8K copy in {DATA}")
+
+
+def cli(out, sweep):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PDBENCH_DATA": str(DATA)}
+    cmd = [sys.executable, "-m", "harness", "run", "--sweep", str(sweep), "--out", str(out)]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@needs_data
+def test_sigkill_mid_sweep_then_rerun_gives_one_row_per_cell_and_sample(tmp_path):
+    sweep, out = tmp_path / "e2e.toml", tmp_path / "run"
+    sweep.write_text(SWEEP)
+    t0 = time.perf_counter()
+    proc = cli(out, sweep)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:  # kill once a few batches are stored
+        if len(list((out / "samples").glob("part-*.parquet"))) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed:\n" + proc.stdout.read()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = store.read_samples(out)
+    assert 0 < len(killed) < N_CELLS * N_SAMPLES
+    assert killed.groupby(list(store.KEY)).size().max() == 1
+
+    proc = cli(out, sweep)
+    log, _ = proc.communicate(timeout=300)
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, log
+    df = store.read_samples(out)
+    per_key = df.groupby(["cell_hash", "sample_id", "repeat"]).size()
+    assert len(per_key) == N_CELLS * N_SAMPLES and per_key.max() == 1, per_key
+    assert df.groupby("cell_name").size().to_dict() == {n: N_SAMPLES for n in ("ar", "conf-t0.0", "conf-t1.0", "ssd", "bd")}
+    assert f"{len(killed)} already stored" in log or f"{len(killed)} already" in log, log
+    report = (out / "report.md").read_text()
+    assert "## gsm8k" in report and "| conf-t0.0 |" in report
+    assert "conf-t0.0" in log  # the summary table is printed at the end
+    assert len(list((out / "plots").glob("*.png"))) >= 4
+    print(f"\ne2e (kill + resume) wall time: {wall:.1f}s; rows before kill: {len(killed)}, after: {len(df)}")
+
+
+@needs_data
+def test_same_sweep_twice_gives_identical_non_timing_columns(tmp_path):
+    cells = parse_sweep(SWEEP.replace("limit = 3", "limit = 2"), "e2e.toml")[:3]
+    opts = runner.RunOptions(progress=False, data_dir=str(DATA))
+    for name in ("a", "b"):
+        runner.run(cells, tmp_path / name, opts, argv=["test"], loader=tiny_loader)
+    a, b = (store.read_samples(tmp_path / n).sort_values(list(store.KEY)).reset_index(drop=True) for n in "ab")
+    keep = [c for c in store.SAMPLE_SCHEMA.names if c not in store.TIMING_COLUMNS + store.RUN_COLUMNS]
+    assert len(a) == 6
+    for col in keep:
+        assert a[col].astype(str).tolist() == b[col].astype(str).tolist(), col

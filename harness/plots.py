@@ -44,8 +44,8 @@ def accuracy_vs_tpf(summary: pd.DataFrame):
     fig, axes = plt.subplots(1, len(suites), figsize=(5.5 * len(suites), 4.5), squeeze=False)
     for ax, suite in zip(axes[0], suites):
         s = summary[summary["suite"] == suite]
-        ax.errorbar(s["tpf_mean"], s["accuracy"], yerr=[s["accuracy"] - s["acc_ci_low"], s["acc_ci_high"] - s["accuracy"]],
-                    fmt="none", ecolor="0.7", elinewidth=1, zorder=1)
+        yerr = [(s["accuracy"] - s["acc_ci_low"]).clip(lower=0), (s["acc_ci_high"] - s["accuracy"]).clip(lower=0)]
+        ax.errorbar(s["tpf_mean"], s["accuracy"], yerr=yerr, fmt="none", ecolor="0.7", elinewidth=1, zorder=1)
         sns.scatterplot(data=s, x="tpf_mean", y="accuracy", hue="decoder", style="batch_size", s=70, ax=ax, zorder=2)
         front = pareto_front(s, "tpf_mean", "accuracy")
         ax.plot(front["tpf_mean"], front["accuracy"], "--", marker="o", mfc="none", ms=12, color="0.3", lw=1.2,

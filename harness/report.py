@@ -27,7 +27,8 @@ def wilson(p: float, n: int) -> tuple[float, float]:
     denom = 1 + Z95**2 / n
     centre = (p + Z95**2 / (2 * n)) / denom
     half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return min(lo, p), max(hi, p)  # rounding must not put p outside its own interval
 
 
 def mcnemar_p(b: int, c: int) -> float:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 IGNORE = -100
@@ -74,13 +75,14 @@ def build_example(x0: list[int], response_start: int, block_size: int, mask_id: 
     return ex
 
 
-def visibility(ex: Example) -> torch.Tensor:
-    """[L, L] bool: row i may attend to column j (the rules in the module docstring)."""
+def visibility(ex: Example) -> np.ndarray:
+    """[L, L] bool: row i may attend to column j (the rules in the module docstring).
+    numpy, not torch: these are small arrays built per example, where torch's per-op overhead dominates."""
     n = len(ex)
-    idx = torch.arange(n)
-    pos = torch.tensor(ex.position_ids)
-    block = torch.tensor(ex.block_id)
-    head = torch.tensor(ex.head_pos)
+    idx = np.arange(n)
+    pos = np.asarray(ex.position_ids)
+    block = np.asarray(ex.block_id)
+    head = np.asarray(ex.head_pos)
     clean = block < 0
     q_clean, k_clean = clean[:, None], clean[None, :]
     causal = k_clean & q_clean & (idx[None, :] <= idx[:, None])
@@ -108,23 +110,23 @@ class Batch:
 def pack(rows: list[list[Example]], length: int, pad_id: int) -> Batch:
     """Each inner list becomes one row of `length` tokens (examples side by side, then filler)."""
     B = len(rows)
-    ids = torch.full((B, length), pad_id, dtype=torch.long)
-    pos = torch.zeros((B, length), dtype=torch.long)
-    ar = torch.full((B, length), IGNORE, dtype=torch.long)
-    blk = torch.full((B, length), IGNORE, dtype=torch.long)
-    off = torch.full((B, length), -1, dtype=torch.long)
-    vis = torch.eye(length, dtype=torch.bool).repeat(B, 1, 1)  # filler sees itself
+    ids = np.full((B, length), pad_id, dtype=np.int64)
+    pos = np.zeros((B, length), dtype=np.int64)
+    ar = np.full((B, length), IGNORE, dtype=np.int64)
+    blk = np.full((B, length), IGNORE, dtype=np.int64)
+    off = np.full((B, length), -1, dtype=np.int64)
+    vis = np.repeat(np.eye(length, dtype=bool)[None], B, axis=0)  # filler sees itself
     for r, examples in enumerate(rows):
         start = 0
         for ex in examples:
             end = start + len(ex)
             if end > length:
                 raise ValueError(f"row {r} holds {end} tokens, more than length={length}")
-            ids[r, start:end] = torch.tensor(ex.input_ids)
-            pos[r, start:end] = torch.tensor(ex.position_ids)
-            ar[r, start:end] = torch.tensor(ex.ar_labels)
-            blk[r, start:end] = torch.tensor(ex.block_labels)
-            off[r, start:end] = torch.tensor(ex.block_offset)
+            ids[r, start:end] = ex.input_ids
+            pos[r, start:end] = ex.position_ids
+            ar[r, start:end] = ex.ar_labels
+            blk[r, start:end] = ex.block_labels
+            off[r, start:end] = ex.block_offset
             vis[r, start:end, start:end] = visibility(ex)
             start = end
-    return Batch(ids, pos, vis, ar, blk, off)
+    return Batch(*(torch.from_numpy(a) for a in (ids, pos, vis, ar, blk, off)))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from decoders import register
 from decoders.base import Decoder, DecodeResult, ModelAdapter
-from decoders.batch import RaggedBatch
+from decoders.batch import open_batch
 from decoders.sampling import choose, make_generator
 
 
@@ -15,7 +15,7 @@ from decoders.sampling import choose, make_generator
 class AR(Decoder):
     def generate(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int) -> list[DecodeResult]:
         self.check_model(model)
-        batch = RaggedBatch(model, prompts, max_new_tokens, self.use_cache)
+        batch = open_batch(self, model, prompts, max_new_tokens)
         gen = make_generator(model.device, self.seed)
         while batch.active:
             logits = batch.forward([len(r.seq) for r in batch.active], None)  # [A, 1, V]

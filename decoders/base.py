@@ -67,6 +67,10 @@ class ModelAdapter(Protocol):
 
     def new_cache(self): ...
 
+    def new_static_cache(self, batch_size: int, length: int):
+        """A fixed-shape cache whose `write_slots` [B, q] says where each query's KV goes."""
+        ...
+
     def crop_cache(self, cache, length: int) -> None: ...
 
     def select_cache_rows(self, cache, rows: torch.Tensor) -> None: ...
@@ -95,6 +99,7 @@ class Decoder:
     top_k: int = 0  # 0 = off
     seed: int = 0  # seeds the torch.Generator used when temperature > 0
     use_cache: bool = True  # False = full recompute every forward (the reference slow path)
+    engine: str = "dynamic"  # dynamic: growing DynamicCache | static: fixed-shape slot cache (decoders/static.py)
 
     name = "decoder"  # set by @register
     needs_mask_token = False
@@ -108,6 +113,9 @@ class Decoder:
         check(self, "top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an int >= 0 (0 = off)")
         check(self, "seed", isinstance(self.seed, int), "an int")
         check(self, "use_cache", isinstance(self.use_cache, bool), "true or false")
+        check(self, "engine", self.engine in ("dynamic", "static"), "'dynamic' or 'static'")
+        check(self, "engine", self.use_cache or self.engine == "dynamic",
+              "'dynamic' when use_cache is false (the static engine is a cache)")
 
     def params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -108,11 +108,15 @@ class RaggedBatch:
             self.kv_valid = torch.cat([self.kv_valid, causal_valid], dim=1)
             for r, h in zip(self.active, heads):
                 r.cached = h
+        self.record_forward()
+        return logits
+
+    def record_forward(self) -> None:
+        """Every active row took part in the forward just run."""
         index = self.model.n_forward - 1
         for r in self.active:
             r.forwards.append(index)
             r.accepted.append(0)
-        return logits
 
     def commit(self, row: Row, tokens: list[int], decided_at: list[int] | None = None) -> None:
         """Append tokens to a row, cut after the first EOS and at max_new_tokens. `decided_at[i]` is
@@ -155,3 +159,14 @@ class RaggedBatch:
             out.append(DecodeResult(tokens=r.generated, accepted=r.accepted, finish=r.finish or "length",
                                     step_s=step_s, ttft_s=r.ttft_s, e2e_s=r.e2e_s))
         return out
+
+
+def open_batch(decoder, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int,
+               max_window: int = 0, max_commit: int = 1) -> RaggedBatch:
+    """The batch engine a decoder's settings ask for. `max_window` is the widest window the decoder
+    will pass, `max_commit` the most tokens one step can commit (they size the static path)."""
+    if decoder.engine == "static":
+        from decoders.static import StaticBatch
+
+        return StaticBatch(model, prompts, max_new_tokens, max_window, max_commit)
+    return RaggedBatch(model, prompts, max_new_tokens, decoder.use_cache)

@@ -21,7 +21,7 @@ import torch
 
 from decoders import register
 from decoders.base import Decoder, DecodeResult, ModelAdapter, check
-from decoders.batch import RaggedBatch, Row
+from decoders.batch import RaggedBatch, Row, open_batch
 from decoders.sampling import choose, make_generator
 
 
@@ -62,7 +62,7 @@ class BlockDiffusion(Decoder):
         B = self.block_size
         mask_id = model.mask_id if B > 1 else -1
         max_steps = self.max_steps_per_block or B
-        batch = RaggedBatch(model, prompts, max_new_tokens, self.use_cache)
+        batch = open_batch(self, model, prompts, max_new_tokens, max_window=B, max_commit=B)
         gen = make_generator(model.device, self.seed)
         offsets, vis = torch.arange(B), torch.ones(B, B, dtype=torch.bool)
         blocks: dict[int, _Block] = {}

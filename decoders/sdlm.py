@@ -18,7 +18,7 @@ import torch
 
 from decoders import register
 from decoders.base import Decoder, DecodeResult, ModelAdapter, check
-from decoders.batch import RaggedBatch
+from decoders.batch import RaggedBatch, open_batch
 from decoders.sampling import choose, make_generator
 
 
@@ -62,7 +62,7 @@ class SDLMConfidence(_SDLMBase):
     def generate(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int) -> list[DecodeResult]:
         self.check_model(model)
         D = self.block_size
-        batch = RaggedBatch(model, prompts, max_new_tokens, self.use_cache)
+        batch = open_batch(self, model, prompts, max_new_tokens, max_window=D, max_commit=D)
         gen = make_generator(model.device, self.seed)
         offsets, vis = torch.arange(D), torch.ones(D, D, dtype=torch.bool)
         while batch.active:
@@ -126,7 +126,8 @@ class SDLMSelfSpeculative(_SDLMBase):
         self.check_model(model)
         D = self.block_size
         mask_id = model.mask_id if D > 1 else 0
-        batch = RaggedBatch(model, prompts, max_new_tokens, self.use_cache)
+        slot, offsets_v, vis_v, block_start = packed_verify_layout(D)
+        batch = open_batch(self, model, prompts, max_new_tokens, max_window=len(slot), max_commit=D)
         gen = make_generator(model.device, self.seed)
         # Prefill: the plain SDLM window; its head prediction is d_0, its mask predictions the drafts.
         offsets, vis = torch.arange(D), torch.ones(D, D, dtype=torch.bool)
@@ -138,7 +139,7 @@ class SDLMSelfSpeculative(_SDLMBase):
             drafts[row.index] = d
         batch.drop_finished()
 
-        slot, offsets, vis, block_start = packed_verify_layout(D)
+        offsets, vis = offsets_v, vis_v
         is_draft = slot >= 0
         while batch.active:
             d = torch.tensor([drafts[r.index] for r in batch.active], dtype=torch.long)  # [A, D]

@@ -104,6 +104,32 @@ def source_digest(obj: type) -> str:
     return h.hexdigest()[:12]
 
 
+def weights_fingerprint(hf_model, per_tensor: int = 256) -> str:
+    """A hash of strided samples of every weight tensor: a retrained checkpoint in the same folder
+    (no hub revision to tell) gets a new cell hash, and it costs one small gather per tensor."""
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in hf_model.state_dict().items():
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // per_tensor)
+            h.update(f"{name}{tuple(p.shape)}".encode())
+            h.update(flat[::step][:per_tensor].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def describe_for_hash(adapter) -> dict[str, Any]:
+    """adapter.describe() plus what it cannot see: the weights themselves and the chat template
+    (prompt ids depend on it, and a local tokenizer can change without a revision)."""
+    desc = dict(adapter.describe())
+    if getattr(adapter, "hf_model", None) is not None:
+        desc["weights"] = weights_fingerprint(adapter.hf_model)
+    template = getattr(getattr(adapter, "tokenizer", None), "chat_template", None)
+    desc["chat_template_sha"] = hashlib.sha256(str(template).encode()).hexdigest()[:12] if template else None
+    return desc
+
+
 def hash_payload(cell: Cell, decoder, suite, model_desc: dict[str, Any]) -> dict[str, Any]:
     """Everything that can change a stored row, as plain JSON. `decoder` is the built Decoder (so
     defaults are included: a changed default changes the hash), `suite` the built Suite."""

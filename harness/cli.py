@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-new-tokens", type=int, default=32)
     v.add_argument("--block-size", type=int, default=4)
     v.add_argument("--prompt", action="append", help="prompt text, repeatable (default: four built-in prompts)")
+    v.add_argument("--decoder", action="append", help="only this decoder, repeatable (default: all)")
     sub.add_parser("train-toy", help="train the shipped toy model (arguments go to harness.toy.train)",
                    add_help=False)
     return parser
@@ -115,9 +116,19 @@ def cmd_run(args) -> int:
     from harness import runner, sweep
 
     if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in (*OVERRIDES, "decoder", "suite", "param", "add_mask_token")
+                 if getattr(args, k, None)]
+        if given:  # the stored cells define the run; changing them is a new sweep, not a resume
+            print(f"pdbench run: --resume re-runs the stored cells; drop {', '.join(given)} "
+                  "(or run the changed sweep with --out RUN_DIR)", file=sys.stderr)
+            return 2
         run_dir = Path(args.resume)
-        cells, sweep_file, text = runner.load_cells(run_dir), None, None
-        saved = run_dir / "sweep.toml"
+        try:
+            cells = runner.load_cells(run_dir)
+        except FileNotFoundError as e:
+            print(f"pdbench run: {e}", file=sys.stderr)
+            return 2
+        sweep_file, saved = None, run_dir / "sweep.toml"
         text = saved.read_text() if saved.exists() else None
     else:
         try:
@@ -193,7 +204,8 @@ def cmd_verify(args) -> int:
     from harness.verify import verify
 
     ok = verify(args.model, device=args.device, dtype=args.dtype, add_mask_token=args.add_mask_token,
-                max_new_tokens=args.max_new_tokens, block_size=args.block_size, prompts=args.prompt)
+                max_new_tokens=args.max_new_tokens, block_size=args.block_size, prompts=args.prompt,
+                decoder_names=args.decoder)
     return 0 if ok else 1
 
 

@@ -226,6 +226,11 @@ class HFModelAdapter:
 
         return DynamicCache(config=self.hf_model.config)
 
+    def new_static_cache(self, batch_size: int, length: int):
+        from harness.slot_cache import SlotCache
+
+        return SlotCache(self.hf_model.config, batch_size, length, self.dtype, self.device)
+
     def crop_cache(self, cache, length: int) -> None:
         # Cropped through the layers' tensors: DynamicCache.crop's argument changed meaning across
         # transformers 5.x releases (absolute length vs tokens to remove).

@@ -83,8 +83,9 @@ def _telemetry(cells: pd.DataFrame) -> pd.DataFrame:
             "cell_hash": h,
             "gpu_util_mean": float((util[ok] * w[ok]).sum() / w[ok].sum()) if ok.any() else float("nan"),
             "gpu_util_max": float(g["gpu_util_max"].max()),
-            "peak_mem_mib": float(np.nanmax([g["torch_peak_mem_mib"].max(), float("nan")]))
-            if g["torch_peak_mem_mib"].notna().any() else float(g["mem_used_max_mib"].max()),
+            # torch's allocator peak when known (this process only), else NVML's device-wide maximum
+            "peak_mem_mib": float(g["torch_peak_mem_mib"].max()) if g["torch_peak_mem_mib"].notna().any()
+            else float(g["mem_used_max_mib"].max()),
             "power_w_mean": float(g["power_w_mean"].mean()),
             "energy_j": float(g["energy_j"].sum()) if energy_ok else float("nan"),
             "j_per_token": float(g["energy_j"].sum() / g["n_tokens"].sum()) if energy_ok else float("nan"),

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from harness import manifest, store
-from harness.cells import Cell, cell_hash
+from harness.cells import Cell, cell_hash, describe_for_hash
 from harness.telemetry import GpuSampler
 
 
@@ -51,6 +51,7 @@ class Prepared:
     decoder: Any
     suite: Any
     samples: list
+    label: str = ""  # "[i/N] name" for the progress bar
 
 
 @dataclass
@@ -95,6 +96,8 @@ def prepare(cells: list[Cell], opts: RunOptions) -> list[Prepared]:
         out.append(Prepared(cell, decoder, suite, samples))
     if problems:
         raise RunConfigError("cannot start the run:\n  " + "\n  ".join(problems))
+    for i, p in enumerate(out, 1):
+        p.label = f"[{i}/{len(out)}] {p.cell.name}"
     return out
 
 
@@ -230,7 +233,7 @@ def run_cell(p: Prepared, adapter, run_dir: Path, run_id: str, h: str, stored: s
         started, n_rows, n_tok, wall = manifest.now(), 0, 0, 0.0
         graded: list[dict] = []
         inflight: list[tuple[Future, list[dict]]] = []
-        bar = _progress(len(pending), cell.name if cell.repeats == 1 else f"{cell.name} r{repeat}", opts.progress)
+        bar = _progress(len(pending), p.label if cell.repeats == 1 else f"{p.label} r{repeat}", opts.progress)
 
         def flush(block: bool) -> None:
             nonlocal n_rows
@@ -357,13 +360,16 @@ def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, arg
                     for p in group:
                         _failure(run_dir, run_id, result, p.cell, None, "load_model", e)
                     continue
+                model_desc = None
                 for p in group:
                     if stop.set:
                         break
                     h = None
                     try:
                         p.decoder.check_model(adapter)
-                        h = cell_hash(p.cell, p.decoder, p.suite, adapter.describe())
+                        if model_desc is None:  # once per model: the fingerprint reads every tensor
+                            model_desc = describe_for_hash(adapter)
+                        h = cell_hash(p.cell, p.decoder, p.suite, model_desc)
                         run_cell(p, adapter, run_dir, run_id, h, stored, opts, stop, pool, result)
                     except Exception as e:
                         _failure(run_dir, run_id, result, p.cell, h, "run", e)

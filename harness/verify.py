@@ -56,22 +56,23 @@ def _tokens(decoder, adapter, prompts, max_new_tokens) -> list[list[int]]:
     return [list(r.tokens) for r in decoder.generate(adapter, prompts, max_new_tokens)]
 
 
-def _configs(block_size: int) -> list[tuple[str, dict]]:
+def _configs(block_size: int, names: list[str] | None) -> list[tuple[str, dict]]:
     import decoders
 
     out = []
-    for name in decoders.available():
+    for name in names or decoders.available():
         params = {"block_size": block_size} if "block_size" in {f for f in decoders.get_class(name).__dataclass_fields__} else {}
         out.append((name, params))
     return out
 
 
-def run_checks(adapter, prompts: list[list[int]], max_new_tokens: int = 32, block_size: int = 4) -> list[Check]:
+def run_checks(adapter, prompts: list[list[int]], max_new_tokens: int = 32, block_size: int = 4,
+               decoder_names: list[str] | None = None) -> list[Check]:
     import decoders
 
     checks: list[Check] = []
     runnable = []
-    for name, params in _configs(block_size):
+    for name, params in _configs(block_size, decoder_names):
         subject = name + (f"[D={block_size}]" if params else "")
         dec = decoders.get(name, **params)
         try:
@@ -138,15 +139,16 @@ def encode_prompts(adapter, texts: list[str]) -> list[list[int]]:
 
 
 def verify(model: str, *, device=None, dtype=None, add_mask_token=False, max_new_tokens=32, block_size=4,
-           prompts: list[str] | None = None, echo=print) -> bool:
+           prompts: list[str] | None = None, decoder_names: list[str] | None = None, echo=print) -> bool:
     from harness.models import load_model
 
     adapter = load_model(model, device=device, dtype=dtype, add_mask_token=add_mask_token)
     echo(f"verifying {adapter.name} on {adapter.device} ({str(adapter.dtype).removeprefix('torch.')}), "
          f"{max_new_tokens} new tokens, block size {block_size}")
-    if adapter.dtype != __import__("torch").float32:
+    if str(adapter.dtype) != "torch.float32":
         echo("note: batch invariance is exact only in float32 (use --dtype float32)")
-    checks = run_checks(adapter, encode_prompts(adapter, prompts or DEFAULT_PROMPTS), max_new_tokens, block_size)
+    checks = run_checks(adapter, encode_prompts(adapter, prompts or DEFAULT_PROMPTS), max_new_tokens, block_size,
+                        decoder_names)
     for c in checks:
         echo(c.line())
     failed = [c for c in checks if c.status == "FAIL"]

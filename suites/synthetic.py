@@ -142,8 +142,9 @@ def _list_task(rng: random.Random, v: str) -> tuple[str, str]:
         (f"each element of {v} that is {cw}, {mw}", f"[{me} for x in {v} if {ce}]"),
         (f"the sum of the elements of {v} that are {cw}", f"sum(x for x in {v} if {ce})"),
         (f"the number of elements of {v} that are {cw}", f"len([x for x in {v} if {ce}])"),
-        (f"the sum of {v}", f"sum({v})"), (f"the largest element of {v}", f"max({v})"),
-        (f"the smallest element of {v}", f"min({v})"), (f"{v} sorted in increasing order", f"sorted({v})"),
+        (f"the sum of {v} plus {m}", f"sum({v}) + {m}"), (f"the largest element of {v}", f"max({v})"),
+        (f"the smallest element of {v} times {m}", f"min({v}) * {m}"),
+        (f"the first {m % 4 + 2} elements of {v} sorted in increasing order", f"sorted({v})[:{m % 4 + 2}]"),
         (f"{v} sorted in decreasing order", f"sorted({v}, reverse=True)"),
     ])
 
@@ -152,7 +153,8 @@ def _str_task(rng: random.Random, v: str) -> tuple[str, str]:
     k, c, d = rng.randint(2, 5), rng.choice("abcdef"), rng.choice("uvwxyz")
     return rng.choice([
         (f"{v} reversed", f"{v}[::-1]"), (f"{v} in upper case", f"{v}.upper()"),
-        (f"{v} in lower case", f"{v}.lower()"), (f"{v} reversed and in upper case", f"{v}[::-1].upper()"),
+        (f"the last {k} characters of {v} in lower case", f"{v}[-{k}:].lower()"),
+        (f"the first {k} characters of {v} reversed", f"{v}[:{k}][::-1]"),
         (f"the first {k} characters of {v}", f"{v}[:{k}]"), (f"the last {k} characters of {v}", f"{v}[-{k}:]"),
         (f"{v} repeated {k} times", f"{v} * {k}"), (f"the number of times '{c}' occurs in {v}", f"{v}.count('{c}')"),
         (f"{v} with every '{c}' replaced by '{d}'", f"{v}.replace('{c}', '{d}')"),
@@ -195,6 +197,19 @@ def problem_at(kind: str, split: str, index: int) -> Problem:
         problem = MAKERS[kind](rng)
         if split_of(problem.key) == split:
             return problem
+
+
+def distinct_problems(kind: str, split: str, n: int) -> list[Problem]:
+    """The first n problems of a split with distinct keys (tasks without constants would otherwise
+    repeat); problem i depends only on the split's fixed sequence, so ids do not depend on n."""
+    out, seen, index = [], set(), 0
+    while len(out) < n:
+        problem = problem_at(kind, split, index)
+        if problem.key not in seen:
+            seen.add(problem.key)
+            out.append(problem)
+        index += 1
+    return out
 
 
 def train_stream(seed: int, weights: dict[str, float]) -> Iterator[Problem]:

@@ -6,7 +6,7 @@ import random
 from typing import Any, Iterator
 
 from suites.base import Sample, Suite
-from suites.synthetic import SYSTEM_PROMPT, problem_at
+from suites.synthetic import SYSTEM_PROMPT, distinct_problems
 
 DEFAULT_SIZE = 500  # problems per split unless `size` says otherwise
 
@@ -24,11 +24,13 @@ class SyntheticSuite(Suite):
         self.size, self.allow_code_exec = size, allow_code_exec
 
     def samples(self) -> Iterator[Sample]:
+        needed = self.size if self.shuffle or self.limit is None else min(self.size, self.limit)
+        problems = distinct_problems(self.kind, self.split, needed)
         order = list(range(self.size))
         if self.shuffle:
             random.Random(self.seed).shuffle(order)
         for index in order[: self.limit]:
-            p = problem_at(self.kind, self.split, index)
+            p = problems[index]
             yield Sample(id=f"{self.name}/{self.split}/{index:04d}", messages=[{"role": "user", "content": p.prompt}],
                          reference=p.answer, meta={"solution": p.solution, "key": p.key, **p.meta})
 

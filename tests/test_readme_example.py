@@ -33,3 +33,5 @@ def test_example_is_short_and_registers(tiny_qwen2, prompts):
         assert [r.tokens for r in mine] == [r.tokens for r in conf]
         for r in mine:
             r.check_bookkeeping()
+        static = decoders.get("sdlm-fixed-k", k=k, engine="static").generate(tiny_qwen2, prompts, 15)
+        assert [r.tokens for r in static] == [r.tokens for r in mine]

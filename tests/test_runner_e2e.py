@@ -22,7 +22,7 @@ device = "cpu"
 suite = "gsm8k"
 limit = 3
 batch_size = 2
-max_new_tokens = 12
+max_new_tokens = 8
 
 [[sweep]]
 decoder = "ar"
@@ -32,14 +32,11 @@ decoder = "sdlm-conf"
 name = "conf-t{threshold}"
 params = { block_size = 4, threshold = [0.0, 1.0] }
 [[sweep]]
-decoder = "sdlm-ssd"
-name = "ssd"
-[[sweep]]
 decoder = "block-diffusion"
 name = "bd"
 params = { block_size = 4, threshold = 0.9 }
 """
-N_CELLS, N_SAMPLES = 5, 3
+N_CELLS, N_SAMPLES = 4, 3
 
 needs_data = pytest.mark.skipif(not (DATA / "gsm8k_test.jsonl").exists(), reason=f"no GSM8K copy in {DATA}")
 
@@ -50,6 +47,7 @@ def cli(out, sweep):
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # two cold CLI starts plus report and plots: ~30 s idle, a minute on a busy machine
 @needs_data
 def test_sigkill_mid_sweep_then_rerun_gives_one_row_per_cell_and_sample(tmp_path):
     sweep, out = tmp_path / "e2e.toml", tmp_path / "run"
@@ -75,7 +73,7 @@ def test_sigkill_mid_sweep_then_rerun_gives_one_row_per_cell_and_sample(tmp_path
     df = store.read_samples(out)
     per_key = df.groupby(["cell_hash", "sample_id", "repeat"]).size()
     assert len(per_key) == N_CELLS * N_SAMPLES and per_key.max() == 1, per_key
-    assert df.groupby("cell_name").size().to_dict() == {n: N_SAMPLES for n in ("ar", "conf-t0.0", "conf-t1.0", "ssd", "bd")}
+    assert df.groupby("cell_name").size().to_dict() == {n: N_SAMPLES for n in ("ar", "conf-t0.0", "conf-t1.0", "bd")}
     assert f"{len(killed)} already stored" in log or f"{len(killed)} already" in log, log
     report = (out / "report.md").read_text()
     assert "## gsm8k" in report and "| conf-t0.0 |" in report

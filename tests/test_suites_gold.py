@@ -41,8 +41,13 @@ def data_env(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def not_failing(samples, grades) -> dict[str, str]:
-    return {s.id: g.status for s, g in zip(samples, grades) if g.status != "fail"}
+def graded_correct(samples, grades) -> set[str]:
+    """A corrupted program that fails, times out or errors is graded wrong; these were not."""
+    return {s.id for s, g in zip(samples, grades) if g.correct}
+
+
+def listed(key: str) -> set[str]:
+    return set(EXCEPTIONS[key]["ids"])
 
 
 @pytest.mark.slow
@@ -64,9 +69,9 @@ def test_humaneval_corrupted_fail():
     suite = suites.get("humaneval", allow_code_exec=True)
     samples = list(suite.samples())
     nones = suite.grade_many([(s, "    return None\n") for s in samples])
-    assert not_failing(samples, nones) == EXCEPTIONS["humaneval_return_none_not_failing"]["ids"]
+    assert graded_correct(samples, nones) == listed("humaneval_return_none_correct")
     swapped = suite.grade_many([(s, wrong_operator(s.meta["canonical_solution"])) for s in samples])
-    assert not_failing(samples, swapped) == EXCEPTIONS["humaneval_wrong_operator_not_failing"]["ids"]
+    assert graded_correct(samples, swapped) == listed("humaneval_wrong_operator_correct")
 
 
 @pytest.mark.slow
@@ -74,12 +79,12 @@ def test_mbpp_reference_code_and_corruptions():
     suite = suites.get("mbpp", allow_code_exec=True)
     samples = list(suite.samples())
     gold = suite.grade_many([(s, s.meta["code"]) for s in samples])
-    misses = {s.id: g.status for s, g in zip(samples, gold) if not g.correct}
-    assert len(samples) == 500 and misses == EXCEPTIONS["mbpp_gold_failures"]["ids"]
+    misses = {s.id for s, g in zip(samples, gold) if not g.correct}
+    assert len(samples) == 500 and misses == listed("mbpp_gold_failures")
     nones = suite.grade_many([(s, return_none(s.meta["code"])) for s in samples])
-    assert not_failing(samples, nones) == EXCEPTIONS["mbpp_return_none_not_failing"]["ids"]
+    assert graded_correct(samples, nones) == listed("mbpp_return_none_correct")
     swapped = suite.grade_many([(s, wrong_operator(s.meta["code"])) for s in samples])
-    assert not_failing(samples, swapped) == EXCEPTIONS["mbpp_wrong_operator_not_failing"]["ids"]
+    assert graded_correct(samples, swapped) == listed("mbpp_wrong_operator_correct")
 
 
 @pytest.mark.slow
@@ -88,9 +93,9 @@ def test_math500_reference_solutions_and_corruptions():
     try:
         samples = list(suite.samples())
         gold = suite.grade_many([(s, s.meta["solution"]) for s in samples])
-        misses = {s.id: g.status for s, g in zip(samples, gold) if not g.correct}
-        assert len(samples) == 500 and misses == EXCEPTIONS["math500_gold_misses"]["ids"]
-        assert sum(g.extra["boxed_match"] for g in gold) == 500 - len(EXCEPTIONS["math500_boxed_mismatch"]["ids"])
+        misses = {s.id for s, g in zip(samples, gold) if not g.correct}
+        assert len(samples) == 500 and misses == listed("math500_gold_misses")
+        assert {s.id for s, g in zip(samples, gold) if not g.extra["boxed_match"]} == listed("math500_boxed_mismatch")
         # integer answers +/- 1
         integers = [s for s in samples if re.fullmatch(r"-?\d+", s.reference)]
         for delta in (1, -1):
@@ -101,7 +106,7 @@ def test_math500_reference_solutions_and_corruptions():
         pairs = [(s, other) for s, other in pairs if other.replace(" ", "") != s.reference.replace(" ", "")]
         swapped = suite.grade_many([(s, f"The answer is $\\boxed{{{other}}}$.") for s, other in pairs])
         wrongly_right = {s.id for (s, _), g in zip(pairs, swapped) if g.correct}
-        assert wrongly_right == set(EXCEPTIONS["math500_swapped_still_equal"]["ids"])
+        assert wrongly_right == listed("math500_swapped_still_equal")
         assert len(integers) > 250
     finally:
         suite.close()

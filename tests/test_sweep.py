@@ -119,3 +119,19 @@ def test_shipped_presets_are_valid():
                 continue
             raise
         assert cells, path
+
+
+def test_weights_and_chat_template_enter_the_hash():
+    import torch
+
+    from harness.cells import describe_for_hash
+    from harness.models import load_model
+
+    adapter = load_model("tiny-random-qwen2", device="cpu", dtype="float32")
+    before = describe_for_hash(adapter)
+    assert before["chat_template_sha"] and before == describe_for_hash(adapter)
+    with torch.no_grad():  # a "retrained" checkpoint under the same name
+        adapter.hf_model.lm_head.weight[0, 0] += 1.0
+    assert describe_for_hash(adapter)["weights"] != before["weights"]
+    adapter.tokenizer.chat_template = "{{ messages[0]['content'] }}"
+    assert describe_for_hash(adapter)["chat_template_sha"] != before["chat_template_sha"]

@@ -1,0 +1,98 @@
+"""The pdbench command in-process: --help everywhere, list, a single cell from flags (ending in
+report + plots + the summary table), errors, the no-argument toy preset, train-toy, verify."""
+
+import sys
+import types
+
+import pytest
+
+from harness import cli, store
+from tests import test_runner_fakes  # noqa: F401  (registers the test suites)
+
+SUBCOMMANDS = ["run", "report", "plot", "list", "verify"]
+
+
+@pytest.mark.parametrize("argv", [["--help"]] + [[c, "--help"] for c in SUBCOMMANDS])
+def test_help_everywhere(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 0 and "usage: pdbench" in capsys.readouterr().out
+
+
+def test_list(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "threshold=0.98" in out and "block_size=4" in out  # parameters with defaults
+    assert "test-echo" in out and "smoke" in out
+
+
+def test_single_cell_run_then_report_and_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--model", "tiny-random-qwen2", "--decoder", "sdlm-conf", "-p", "block_size=2",
+            "-p", "threshold=0.5", "--suite", "test-echo", "--limit", "2", "--batch-size", "2",
+            "--max-new-tokens", "6", "--dtype", "float32", "--device", "cpu", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "tiny-random-qwen2/test-echo/sdlm-conf[block_size=2,threshold=0.5]/bs2" in printed  # summary table
+    df = store.read_samples(out)
+    assert len(df) == 2 and set(df["decoder_params"].str.contains('"threshold": 0.5')) == {True}
+    assert (out / "report.md").exists() and list((out / "plots").glob("*.svg"))
+    assert cli.main(["report", str(out)]) == 0 and cli.main(["plot", str(out)]) == 0
+    assert cli.main(argv + ["--no-report"]) == 0
+    assert len(store.read_samples(out)) == 2  # re-run into the same dir: nothing duplicated
+    assert cli.main(["run", "--resume", str(out), "--no-progress", "--no-report"]) == 0
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--decoder", "sdlm-conf", "-p", "threshold=2"], "threshold=2"),
+    (["--decoder", "sdlm-conf", "-p", "treshold=0.5"], "did you mean 'threshold'"),
+    (["--decoder", "ar-x"], "unknown decoder 'ar-x'"),
+])
+def test_bad_flags_fail_before_loading(argv, needle, tmp_path, capsys):
+    base = ["run", "--model", "no/such-model", "--suite", "test-echo", "--out", str(tmp_path / "r")]
+    assert cli.main(base + argv) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_without_arguments_selects_the_toy_preset(monkeypatch, capsys):
+    from harness import sweep
+
+    asked = []
+    smoke = sweep.presets_dir() / "smoke.toml"
+    monkeypatch.setattr(sweep, "preset_path", lambda name: asked.append(name) or smoke)
+    assert cli.main(["run", "--dry-run"]) == 0
+    assert asked == ["toy"] and "cells ->" in capsys.readouterr().out
+
+
+def test_train_toy_forwards_argv(monkeypatch):
+    seen = []
+    fake = types.ModuleType("harness.toy.train")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "harness.toy.train", fake)
+    assert cli.main(["train-toy", "--steps", "3", "--help"]) == 0
+    assert seen == [["--steps", "3", "--help"]]
+
+
+def test_verify_reports_the_first_divergence(monkeypatch):
+    from decoders.ar import AR
+    from harness import verify
+    from harness.models import load_model
+
+    adapter = load_model("tiny-random-qwen2", device="cpu", dtype="float32")
+    prompts = verify.encode_prompts(adapter, verify.DEFAULT_PROMPTS[:2])
+    checks = verify.run_checks(adapter, prompts, max_new_tokens=6, decoder_names=["ar", "sdlm-conf"])
+    assert {c.name for c in checks if c.status == "PASS"} == {"bookkeeping", "cache", "batch", "ar-vs-hf"}
+    real = AR.generate
+
+    def broken(self, model, ps, n):  # the uncached path commits a wrong token at position 3
+        out = real(self, model, ps, n)
+        if not self.use_cache:
+            for r in out:
+                r.tokens[3] = (r.tokens[3] + 1) % 200
+        return out
+
+    monkeypatch.setattr(AR, "generate", broken)
+    (cache,) = [c for c in verify.run_checks(adapter, prompts, max_new_tokens=6, decoder_names=["ar"]) if c.name == "cache"]
+    assert cache.status == "FAIL" and "first divergence at position 3" in cache.detail
+    assert verify.first_divergence([1, 2], [1, 2, 3]) == 2 and verify.first_divergence([4], [4]) is None

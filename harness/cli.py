@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import tomllib
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def _run_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true", help="do not write report/plots at the end")
     p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    p.add_argument("--threads", type=int, help="torch CPU threads (on a busy machine 1 can be many times faster)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--block-size", type=int, default=4)
     v.add_argument("--prompt", action="append", help="prompt text, repeatable (default: four built-in prompts)")
     v.add_argument("--decoder", action="append", help="only this decoder, repeatable (default: all)")
+    v.add_argument("--threads", type=int, help="torch CPU threads")
     sub.add_parser("train-toy", help="train the shipped toy model (arguments go to harness.toy.train)",
                    add_help=False)
     return parser
@@ -209,8 +212,13 @@ def cmd_verify(args) -> int:
     return 0 if ok else 1
 
 
+def _short_warning(message, category, filename, lineno, line=None) -> str:
+    return f"pdbench: warning: {message}\n"  # one line, no source excerpt: users read these
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = _short_warning
     if argv and argv[0] == "train-toy":  # its own parser owns every flag, --help included
         from harness.toy.train import main as train_main
 
@@ -220,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if getattr(args, "threads", None):  # oversubscribed OpenMP threads spin-wait: very slow on shared CPUs
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.command == "run":
         return cmd_run(args)
     if args.command == "report":

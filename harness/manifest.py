@@ -56,6 +56,7 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
+        "torch_threads": torch.get_num_threads(),
         "transformers": package_version("transformers"),
         "numpy": package_version("numpy"),
         "pyarrow": package_version("pyarrow"),

@@ -175,11 +175,11 @@ def render_markdown(run_dir: Path, summary: pd.DataFrame) -> str:
                 f" torch {s.get('torch')}, transformers {s.get('transformers')}, CUDA {s.get('cuda')}, GPU: {gpu},"
                 f" CPU: {s.get('cpu_model')}. Sessions: {len(json.loads(man_path.read_text())['sessions'])}.", ""]
     if summary.empty:
-        return "\n".join(out + ["No samples stored yet."]) + "\n"
-    for suite, g in summary.groupby("suite", sort=False):
+        out += ["No samples stored yet.", ""]
+    for suite, g in (summary.groupby("suite", sort=False) if not summary.empty else []):
         headers, rows = summary_rows(g)
         out += [f"## {suite}", "", markdown_table(headers, rows), ""]
-    paired = summary[summary["paired_n"] > 0]
+    paired = summary[summary["paired_n"] > 0] if not summary.empty else summary
     if not paired.empty:
         out += ["## Paired against AR (same samples)", "",
                 markdown_table(["cell", "paired n", "both ✓", "only this ✓", "only AR ✓", "neither", "McNemar p"],

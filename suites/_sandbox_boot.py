@@ -16,6 +16,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import resource
 import sys
 import traceback
@@ -31,7 +32,7 @@ _KEEP_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noa
 
 
 def _unescape(path: str) -> str:
-    return path.encode().decode("unicode_escape")  # mountinfo writes spaces as \040
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)  # mountinfo writes " " as \040
 
 
 def make_fs_readonly(workdir: str) -> str:
@@ -89,7 +90,8 @@ def classify(exc: BaseException) -> str:
         return "memory"
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
         return "output"  # RLIMIT_FSIZE: Python ignores SIGXFSZ, so the write fails instead
-    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN and "fork" in "".join(traceback.format_tb(exc.__traceback__)):
+    forking = "fork" in "".join(traceback.format_tb(exc.__traceback__))
+    if isinstance(exc, OSError) and exc.errno == errno.EAGAIN and forking:
         return "nproc"
     return "exception"
 
@@ -119,7 +121,7 @@ def run_child(cfg: dict, report_fd: int) -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except OSError:
+    except Exception:  # noqa: BLE001 - output over its size limit, or streams the program replaced
         pass
     os.write(report_fd, (json.dumps(record) + "\n").encode())
     os._exit(0 if record["outcome"] == "done" else 1)

@@ -1,30 +1,15 @@
 """`arith`: seeded multi-step arithmetic word problems (suites/synthetic.py), graded numerically.
 
-The gold solution is a few short equations ending in `\\boxed{n}`; the grader takes the last
-`\\boxed{...}` (else the last integer in the completion) and compares it as a number.
+The gold solution is a few short equations ending in `\\boxed{n}`; the completion's answer is
+\\boxed{} first, then `#### n`, then the last number (suites/answers.py), compared exactly.
 """
 
 from __future__ import annotations
 
-import re
-
 from suites import register
-from suites.synthetic_suite import SyntheticSuite
+from suites.answers import extract_number, format_number
 from suites.base import Grade, Sample
-
-BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-INTEGER = re.compile(r"-?\d[\d,]*")
-
-
-def extract_answer(completion: str) -> tuple[str | None, str]:
-    """(answer text, which extractor fired)."""
-    boxed = BOXED.findall(completion)
-    if boxed:
-        return boxed[-1].strip(), "boxed"
-    numbers = INTEGER.findall(completion)
-    if numbers:
-        return numbers[-1], "last_number"
-    return None, "none"
+from suites.synthetic_suite import SyntheticSuite
 
 
 @register("arith")
@@ -34,11 +19,8 @@ class Arith(SyntheticSuite):
     needs_code_exec = False
 
     def grade(self, sample: Sample, completion: str) -> Grade:
-        text, how = extract_answer(completion)
-        if text is None:
-            return Grade(False, None, "no_answer", "no \\boxed{} and no number")
-        try:
-            value = int(text.replace(",", "").replace(" ", ""))
-        except ValueError:
-            return Grade(False, text, "no_answer", f"{how}: not an integer")
-        return Grade(value == int(sample.reference), text, "ok", how)
+        value, extractor = extract_number(completion)
+        if value is None:
+            return Grade(False, None, "no_answer", "no number found", {"extractor": None})
+        correct = value == int(sample.reference)
+        return Grade(correct, format_number(value), "ok", f"extractor={extractor}", {"extractor": extractor})

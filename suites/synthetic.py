@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-SYSTEM_PROMPT = "You are a helpful assistant."
+from suites.prompts import SYSTEM_PROMPT, chat_messages as _chat
 TEST_FRACTION_DENOM = 8  # 1 in 8 problem keys belongs to the test split
 
 
@@ -223,4 +223,5 @@ def train_stream(seed: int, weights: dict[str, float]) -> Iterator[Problem]:
 
 
 def chat_messages(problem: Problem) -> list[dict[str, str]]:
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem.prompt}]
+    """The messages the suites render (system prompt + the problem), shared with training."""
+    return _chat(problem.prompt)

@@ -1,4 +1,9 @@
-"""Shared shape of the two synthetic suites: deterministic problems by index, split by key hash."""
+"""Shared shape of the two synthetic suites: deterministic problems by index, split by key hash.
+
+Options beside the common ones (limit, shuffle, seed, allow_code_exec; data_dir is accepted and
+ignored: nothing is read from disk): `split` ("test", the default, or "train") and `size` (how many
+distinct problems the split holds, default 500).
+"""
 
 from __future__ import annotations
 
@@ -6,42 +11,38 @@ import random
 from typing import Any, Iterator
 
 from suites.base import Sample, Suite
-from suites.synthetic import SYSTEM_PROMPT, distinct_problems
+from suites.prompts import SYSTEM_PROMPT, chat_messages, plain_from_messages, render_ids
+from suites.synthetic import distinct_problems
 
-DEFAULT_SIZE = 500  # problems per split unless `size` says otherwise
+DEFAULT_SIZE = 500
 
 
 class SyntheticSuite(Suite):
     kind = "arith"  # which generator in suites.synthetic
 
-    def __init__(self, limit: int | None = None, shuffle: bool = False, seed: int = 0, split: str = "test",
-                 size: int = DEFAULT_SIZE, allow_code_exec: bool = False):
+    def __init__(self, data_dir=None, limit: int | None = None, shuffle: bool = False, seed: int = 0,
+                 allow_code_exec: bool = False, split: str = "test", size: int = DEFAULT_SIZE, **kwargs):
+        super().__init__(data_dir=data_dir, limit=limit, shuffle=shuffle, seed=seed,
+                         allow_code_exec=allow_code_exec, **kwargs)
         if split not in ("test", "train"):
             raise ValueError(f"{self.name}: split={split!r}; accepted: test, train")
         if limit is not None and limit < 0:
             raise ValueError(f"{self.name}: limit={limit!r} must be >= 0")
-        self.limit, self.shuffle, self.seed, self.split = limit, shuffle, seed, split
-        self.size, self.allow_code_exec = size, allow_code_exec
+        self.split, self.size = split, size
 
     def samples(self) -> Iterator[Sample]:
         needed = self.size if self.shuffle or self.limit is None else min(self.size, self.limit)
         problems = distinct_problems(self.kind, self.split, needed)
-        order = list(range(self.size))
+        order = list(range(needed))
         if self.shuffle:
             random.Random(self.seed).shuffle(order)
         for index in order[: self.limit]:
             p = problems[index]
-            yield Sample(id=f"{self.name}/{self.split}/{index:04d}", messages=[{"role": "user", "content": p.prompt}],
+            yield Sample(id=f"{self.name}/{self.split}/{index:04d}", messages=chat_messages(p.prompt),
                          reference=p.answer, meta={"solution": p.solution, "key": p.key, **p.meta})
 
     def render(self, sample: Sample, tokenizer) -> list[int]:
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, *sample.messages]
-        if getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                return_dict=False)
-            return [int(i) for i in ids]
-        text = f"{SYSTEM_PROMPT}\n\n{sample.messages[-1]['content']}\n\n"
-        return tokenizer.encode(text, add_special_tokens=False)
+        return render_ids(sample.messages, tokenizer, plain_from_messages(sample.messages))
 
     def prompt_settings(self) -> dict[str, Any]:
-        return {"system_prompt": SYSTEM_PROMPT, "split": self.split, "template": "chat"}
+        return {"system": SYSTEM_PROMPT, "split": self.split, "size": self.size, "plain": "user turn + newline"}

@@ -63,3 +63,11 @@ def test_report_files(tmp_path):
 def test_mcnemar():
     assert report.mcnemar_p(0, 0) == 1.0
     assert report.mcnemar_p(0, 6) == pytest.approx(2 / 64)
+
+
+def test_report_of_a_run_where_everything_failed(tmp_path):
+    row = {n: None for n in store.FAILURE_SCHEMA.names} | {"cell_name": "c1", "stage": "load_model",
+                                                           "error_type": "OSError", "message": "no such model"}
+    store.append_failures(tmp_path, [row])
+    summary, md = report.write_report(tmp_path)
+    assert summary.empty and "No samples stored yet" in md.read_text() and "OSError: no such model" in md.read_text()

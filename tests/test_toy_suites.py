@@ -22,7 +22,7 @@ def test_generation_is_deterministic_and_ids_stable(name):
     # a longer draw starts with the same problems: ids do not depend on `limit`
     longer = list(suites.get(name, limit=40).samples())
     assert [s.id for s in longer[:20]] == [s.id for s in a]
-    assert len({s.messages[0]["content"] for s in longer}) == 40  # distinct problems
+    assert len({s.messages[-1]["content"] for s in longer}) == 40  # distinct problems
     shuffled = list(suites.get(name, limit=None, shuffle=True, seed=3, size=40).samples())
     assert sorted(s.id for s in shuffled) == sorted(s.id for s in longer)
     assert [s.id for s in shuffled] != [s.id for s in longer]
@@ -91,3 +91,20 @@ def test_bad_split_is_rejected():
     with pytest.raises(ValueError):
         suites.get("arith", split="validation")
     assert len(list(itertools.islice(suites.get("arith", split="train").samples(), 3))) == 3
+
+
+def test_training_encoding_matches_the_suite_render():
+    """The model is trained on exactly the prompt ids the harness will feed it."""
+    from harness.toy.tokenizer import build_tokenizer
+    from harness.toy.train import encode
+    from suites.synthetic import distinct_problems
+
+    tokenizer = build_tokenizer()
+    for name, kind in (("arith", "arith"), ("toy-code", "code")):
+        suite = suites.get(name, limit=5)
+        for i, sample in enumerate(suite.samples()):
+            problem = distinct_problems(kind, "test", 5)[i]
+            assert sample.messages[-1]["content"] == problem.prompt
+            x0, start = encode(tokenizer, problem)
+            assert x0[:start] == suite.render(sample, tokenizer)
+            assert tokenizer.decode(x0[start:]) == problem.solution + "<|im_end|>"

@@ -33,7 +33,7 @@ def sample_texts():
     texts = list(ODD_TEXTS)
     for name in ("arith", "toy-code"):
         for sample in suites.get(name, limit=30).samples():
-            texts += [sample.messages[0]["content"], sample.meta["solution"]]
+            texts += [sample.messages[-1]["content"], sample.meta["solution"]]
     return texts
 
 

@@ -36,6 +36,7 @@ class Example:
     input_ids: list[int]
     position_ids: list[int]
     ar_labels: list[int]  # target at this row for the plain next-token loss (clean rows), else IGNORE
+    prompt_labels: list[int]  # next-token target inside the prompt (a small auxiliary loss), else IGNORE
     block_labels: list[int]  # target at this row for the block loss (block rows), else IGNORE
     block_offset: list[int]  # j for row j of a block (0 = head), -1 for clean rows
     block_id: list[int]  # which block (0, 1, ...) a row belongs to, -1 for clean rows
@@ -53,9 +54,12 @@ def build_example(x0: list[int], response_start: int, block_size: int, mask_id: 
     n0, D = len(x0), block_size
     if heads is None:
         heads = list(range(response_start - 1, n0 - 1))
-    ex = Example(list(x0), list(range(n0)), [IGNORE] * n0, [IGNORE] * n0, [-1] * n0, [-1] * n0, list(range(n0)))
+    ex = Example(list(x0), list(range(n0)), [IGNORE] * n0, [IGNORE] * n0, [IGNORE] * n0, [-1] * n0, [-1] * n0,
+                 list(range(n0)))
     for i in range(response_start - 1, n0 - 1):
         ex.ar_labels[i] = x0[i + 1]
+    for i in range(response_start - 1):
+        ex.prompt_labels[i] = x0[i + 1]
     for b, p in enumerate(heads):
         partial = rng is not None and rng.random() < partial_frac
         # A partial block reveals each slot with one probability drawn per block, so both nearly
@@ -68,6 +72,7 @@ def build_example(x0: list[int], response_start: int, block_size: int, mask_id: 
             ex.position_ids.append(q)
             target, target_hidden = p + 1 + j, j == D - 1 or not shown[j + 1]
             ex.ar_labels.append(IGNORE)
+            ex.prompt_labels.append(IGNORE)
             ex.block_labels.append(x0[target] if target < n0 and target_hidden else IGNORE)
             ex.block_offset.append(j)
             ex.block_id.append(b)
@@ -97,6 +102,7 @@ class Batch:
     position_ids: torch.Tensor  # [B, L]
     visible: torch.Tensor  # [B, L, L] bool
     ar_labels: torch.Tensor  # [B, L]
+    prompt_labels: torch.Tensor  # [B, L]
     block_labels: torch.Tensor  # [B, L]
     block_offset: torch.Tensor  # [B, L]
 
@@ -113,6 +119,7 @@ def pack(rows: list[list[Example]], length: int, pad_id: int) -> Batch:
     ids = np.full((B, length), pad_id, dtype=np.int64)
     pos = np.zeros((B, length), dtype=np.int64)
     ar = np.full((B, length), IGNORE, dtype=np.int64)
+    lm = np.full((B, length), IGNORE, dtype=np.int64)
     blk = np.full((B, length), IGNORE, dtype=np.int64)
     off = np.full((B, length), -1, dtype=np.int64)
     vis = np.repeat(np.eye(length, dtype=bool)[None], B, axis=0)  # filler sees itself
@@ -125,8 +132,9 @@ def pack(rows: list[list[Example]], length: int, pad_id: int) -> Batch:
             ids[r, start:end] = ex.input_ids
             pos[r, start:end] = ex.position_ids
             ar[r, start:end] = ex.ar_labels
+            lm[r, start:end] = ex.prompt_labels
             blk[r, start:end] = ex.block_labels
             off[r, start:end] = ex.block_offset
             vis[r, start:end, start:end] = visibility(ex)
             start = end
-    return Batch(*(torch.from_numpy(a) for a in (ids, pos, vis, ar, blk, off)))
+    return Batch(*(torch.from_numpy(a) for a in (ids, pos, vis, ar, lm, blk, off)))

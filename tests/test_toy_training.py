@@ -1,0 +1,183 @@
+"""SDLM training layout and loop: mask geometry, packed == inference-style forwards, loss goes down."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness.models import TOY_CHECKPOINT
+from harness.toy.layout import IGNORE, build_example, pack, visibility
+from harness.toy.train import TrainConfig, losses, make_model, train
+
+M = 99  # mask id in the hand-made layouts
+
+
+class FixedRandom:
+    """Stands in for random.Random in build_example: returns the given values in order."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def random(self):
+        return self.values.pop(0)
+
+
+def picture(visible) -> list[str]:
+    return ["".join("x" if v else "." for v in row) for row in visible.tolist()]
+
+
+def test_full_block_layout_and_mask_picture():
+    # x0 = prompt [10 11 12] + response [13 14] (14 plays EOS); D = 3; heads at positions 2 and 3
+    ex = build_example([10, 11, 12, 13, 14], response_start=3, block_size=3, mask_id=M)
+    assert ex.input_ids == [10, 11, 12, 13, 14, 12, M, M, 13, M, M]
+    assert ex.position_ids == [0, 1, 2, 3, 4, 2, 3, 4, 3, 4, 5]
+    # plain next-token loss on the response only (the row before each response token)
+    assert ex.ar_labels == [IGNORE, IGNORE, 13, 14, IGNORE] + [IGNORE] * 6
+    assert ex.prompt_labels == [11, 12, IGNORE, IGNORE, IGNORE] + [IGNORE] * 6  # inside the prompt only
+    # row j of the block headed at p predicts x[p+1+j]; nothing past the end
+    assert ex.block_labels[5:] == [13, 14, IGNORE, 14, IGNORE, IGNORE]
+    assert picture(visibility(ex)) == [
+        # clean x0: causal; never sees a block
+        "x..........",
+        "xx.........",
+        "xxx........",
+        "xxxx.......",
+        "xxxxx......",
+        # block at p=2: clean positions < 2, then itself (bidirectional); not its clean twin x2
+        "xx...xxx...",
+        "xx...xxx...",
+        "xx...xxx...",
+        # block at p=3: clean positions < 3, then itself; never the other block
+        "xxx.....xxx",
+        "xxx.....xxx",
+        "xxx.....xxx",
+    ]
+
+
+def test_partial_block_reveals_slots_and_drops_their_loss():
+    x0 = [10, 11, 12, 13, 14, 15, 16]
+    # one block at p=2 (D=4): partial (0.0 < frac), reveal prob 0.5, slots 1..3 shown/hidden/shown
+    rng = FixedRandom([0.0, 0.5, 0.1, 0.9, 0.2])
+    ex = build_example(x0, response_start=3, block_size=4, mask_id=M, rng=rng, partial_frac=0.5, heads=[2])
+    assert ex.input_ids[7:] == [12, 13, M, 15]
+    assert ex.position_ids[7:] == [2, 3, 4, 5]
+    # rows predict x3 x4 x5 x6; x3 and x5 are visible inputs, so only x4 and x6 carry a loss
+    assert ex.block_labels[7:] == [IGNORE, 14, IGNORE, 16]
+    assert ex.block_offset[7:] == [0, 1, 2, 3]
+
+
+def test_packing_is_block_diagonal_and_filler_sees_itself():
+    a = build_example([10, 11, 12, 13], 2, 2, M)
+    b = build_example([20, 21, 22], 2, 2, M)
+    batch = pack([[a, b]], length=len(a) + len(b) + 2, pad_id=0)
+    vis = batch.visible[0]
+    na = len(a)
+    assert not vis[:na, na:].any() and not vis[na:, :na].any()
+    assert torch.equal(vis[:na, :na], torch.from_numpy(visibility(a)))
+    assert vis[-1, -1] and vis[-1].sum() == 1 and batch.input_ids[0, -1] == 0
+    assert (batch.additive_mask()[0, 0][vis] == 0).all()
+    assert (batch.additive_mask()[0, 0][~vis] == torch.finfo(torch.float32).min).all()
+
+
+def tiny_config(**kw) -> TrainConfig:
+    return TrainConfig(hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64, **kw)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from harness.toy.tokenizer import build_tokenizer
+
+    if (TOY_CHECKPOINT / "tokenizer.json").exists():
+        from harness.models import load_tokenizer
+
+        return load_tokenizer(str(TOY_CHECKPOINT))
+    return build_tokenizer()
+
+
+def inference_block_logits(model, x0: list[int], p: int, D: int, mask_id: int) -> torch.Tensor:
+    """What the decoders do: KV cache of x0[:p] (plain causal), then the window [x_p, M x (D-1)] at
+    positions p..p+D-1 that sees the whole cache and itself."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    model(input_ids=torch.tensor([x0[:p]]), past_key_values=cache, use_cache=True)
+    window = torch.tensor([[x0[p]] + [mask_id] * (D - 1)])
+    mask = torch.zeros(1, 1, D, p + D)
+    out = model(input_ids=window, position_ids=torch.arange(p, p + D)[None], attention_mask=mask,
+                past_key_values=cache, use_cache=True)
+    return out.logits[0]
+
+
+def check_packed_equals_inference(model, x0s, D: int, mask_id: int, n_heads: int = 4):
+    examples = [build_example(x0, start, D, mask_id) for x0, start in x0s]
+    batch = pack([examples], sum(len(e) for e in examples) + 3, pad_id=0)
+    with torch.no_grad():
+        packed = model(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                       attention_mask=batch.additive_mask()).logits[0]
+        offset = 0
+        for ex, (x0, start) in zip(examples, x0s):
+            n0 = len(x0)
+            causal = model(input_ids=torch.tensor([x0])).logits[0]  # the clean rows are plain AR
+            torch.testing.assert_close(packed[offset:offset + n0], causal, atol=1e-4, rtol=1e-4)
+            heads = list(range(start - 1, n0 - 1))
+            for b in list(range(n_heads)) + [len(heads) - 1]:
+                rows = slice(offset + n0 + b * D, offset + n0 + (b + 1) * D)
+                expected = inference_block_logits(model, x0, heads[b], D, mask_id)
+                torch.testing.assert_close(packed[rows], expected, atol=1e-4, rtol=1e-4)
+            offset += len(ex)
+
+
+def encoded_problems(tokenizer, n=2):
+    from harness.toy.train import encode
+    from suites.synthetic import problem_at
+
+    return [encode(tokenizer, problem_at(kind, "test", i)) for i in range(n) for kind in ("arith", "code")]
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_packed_training_layout_equals_inference_forward_tiny(tokenizer, attn):
+    torch.manual_seed(0)
+    model = make_model(tiny_config(), tokenizer).eval()
+    model.config._attn_implementation = attn
+    check_packed_equals_inference(model, encoded_problems(tokenizer), 4, tokenizer.mask_token_id)
+
+
+@pytest.mark.skipif(not (TOY_CHECKPOINT / "model.safetensors").exists(), reason="no shipped checkpoint")
+def test_packed_training_layout_equals_inference_forward_shipped(tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(TOY_CHECKPOINT, dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    check_packed_equals_inference(model, encoded_problems(tokenizer), model.config.block_size,
+                                  model.config.text_mask_token_id)
+
+
+def test_a_few_steps_reduce_the_loss_deterministically(tokenizer, tmp_path):
+    from harness.toy.train import batches
+
+    cfg = tiny_config(steps=25, rows=2, row_len=320, lr=3e-3, warmup=5, threads=1)
+    torch.manual_seed(0)
+    model = make_model(cfg, tokenizer)
+    held_out = next(batches(cfg, tokenizer))  # the first batch, scored before and after
+    with torch.no_grad():
+        before = losses(model, held_out, cfg.block_size)
+    tok_dir = tmp_path / "tok"
+    tokenizer.save_pretrained(tok_dir)
+    runs, threads = [], torch.get_num_threads()
+    for name in ("a", "b"):
+        out = train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / name), "tokenizer": str(tok_dir)}), ["--x"])
+        runs.append([json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()])
+    torch.set_num_threads(threads)
+    assert runs[0] == [{**r, "elapsed_s": runs[0][i]["elapsed_s"]} for i, r in enumerate(runs[1])]  # same seed, same losses
+    from transformers import AutoModelForCausalLM
+
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "a", dtype=torch.float32).eval()
+    trained.config._attn_implementation = "eager"
+    with torch.no_grad():
+        after = losses(trained, held_out, cfg.block_size)
+    assert after["ar"] < before["ar"] - 0.5 and after["block"] < before["block"] - 0.5
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["block_size"] == 4 and config["text_mask_token_id"] == tokenizer.mask_token_id
+    assert "pdbench train-toy" in (tmp_path / "a" / "TRAINING.md").read_text()

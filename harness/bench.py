@@ -98,10 +98,10 @@ def run_generate(adapter: HFModelAdapter, prompts: list[list[int]], new: int) ->
     return new * len(prompts), total, 1000 * (total - prefill) / (new - 1), 1.0
 
 
-def run_decoder(adapter: HFModelAdapter, name: str, params: dict, prompts, new: int):
+def run_decoder(adapter: HFModelAdapter, name: str, params: dict, prompts, new: int, engine: str = "dynamic"):
     sync(adapter.device)
     t0 = time.perf_counter()
-    results = decoders.get(name, **params).generate(adapter, prompts, new)
+    results = decoders.get(name, engine=engine, **params).generate(adapter, prompts, new)
     sync(adapter.device)
     seconds = time.perf_counter() - t0
     steps = [s for r in results[:1] for s in r.step_s[1:]]  # all rows share forwards at fixed length
@@ -110,7 +110,7 @@ def run_decoder(adapter: HFModelAdapter, name: str, params: dict, prompts, new: 
 
 
 def bench(adapter: HFModelAdapter, batch_sizes: list[int], methods: list[str], prompt_len: int, new: int,
-          repeats: int, bandwidth_bytes: int) -> pd.DataFrame:
+          repeats: int, bandwidth_bytes: int, engine: str = "dynamic") -> pd.DataFrame:
     adapter.eos_ids = ()  # fixed-length generation: EOS never stops a row
     bandwidth = measure_bandwidth(adapter.device, bandwidth_bytes)
     wbytes = weight_bytes(adapter)
@@ -124,7 +124,7 @@ def bench(adapter: HFModelAdapter, batch_sizes: list[int], methods: list[str], p
             def once(n):
                 if method == "generate":
                     return run_generate(adapter, prompts, n)
-                return run_decoder(adapter, method, METHODS[method], prompts, n)
+                return run_decoder(adapter, method, METHODS[method], prompts, n, engine)
 
             once(min(new, 8))  # warm-up (kernels, allocator)
             for rep in range(repeats):
@@ -133,7 +133,7 @@ def bench(adapter: HFModelAdapter, batch_sizes: list[int], methods: list[str], p
                 tele = sampler.result()
                 rows.append(dict(
                     model=adapter.name, dtype=str(adapter.dtype).removeprefix("torch."), device=str(adapter.device),
-                    method=method, batch_size=batch, prompt_len=prompt_len, new_tokens=new, repeat=rep,
+                    method=method, engine="hf" if method == "generate" else engine, batch_size=batch, prompt_len=prompt_len, new_tokens=new, repeat=rep,
                     tokens=tokens, seconds=seconds, tok_s=tokens / seconds, ms_per_forward=ms_fwd, tpf=tpf,
                     weight_gb=wbytes / 1e9, bandwidth_gb_s=bandwidth / 1e9, floor_ms=floor_ms,
                     roofline_fraction=floor_ms / ms_fwd, peak_mem_mib=tele["torch_peak_mem_mib"],
@@ -144,14 +144,14 @@ def bench(adapter: HFModelAdapter, batch_sizes: list[int], methods: list[str], p
 
 
 def markdown(df: pd.DataFrame) -> str:
-    agg = df.groupby(["model", "batch_size", "method"], sort=False).median(numeric_only=True).reset_index()
+    agg = df.groupby(["model", "batch_size", "method", "engine"], sort=False).median(numeric_only=True).reset_index()
     gen = agg[agg.method == "generate"].set_index("batch_size")["tok_s"]
-    head = ("| model | batch | method | ms/forward | floor ms | roofline | tokens/s | vs generate | TPF | "
-            "peak MiB | GPU util % | J/token |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| model | batch | method | engine | ms/forward | floor ms | roofline | tokens/s | vs generate | TPF | "
+            "peak MiB | GPU util % | J/token |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in agg.itertuples():
         vs = r.tok_s / gen[r.batch_size] if r.batch_size in gen.index else float("nan")
-        lines.append(f"| {r.model} | {r.batch_size} | {r.method} | {r.ms_per_forward:.2f} | {r.floor_ms:.2f} | "
+        lines.append(f"| {r.model} | {r.batch_size} | {r.method} | {r.engine} | {r.ms_per_forward:.2f} | {r.floor_ms:.2f} | "
                      f"{r.roofline_fraction:.2f} | {r.tok_s:.1f} | {vs:.2f} | {r.tpf:.2f} | {r.peak_mem_mib:.0f} | "
                      f"{r.gpu_util_mean:.0f} | {r.j_per_token:.3g} |")
     first = df.iloc[0]
@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--engine", default="dynamic", choices=["dynamic", "static"],
+                    help="pdbench decode path: growing DynamicCache or fixed-shape slot cache")
     ap.add_argument("--device")
     ap.add_argument("--dtype")
     ap.add_argument("--bandwidth-mib", type=int, default=0, help="copy size for the bandwidth probe (0: 2048 on GPU, 256 on CPU)")
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     else:
         adapter = load_model(args.model, device=args.device, dtype=args.dtype)
     mib = args.bandwidth_mib or (2048 if adapter.device.type == "cuda" else 256)
-    df = bench(adapter, batch_sizes, methods, args.prompt_len, args.new_tokens, args.repeats, mib * 2**20)
+    df = bench(adapter, batch_sizes, methods, args.prompt_len, args.new_tokens, args.repeats, mib * 2**20, args.engine)
     out = Path(args.out or f"results/bench-{dt.datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out / "bench.parquet", index=False)

@@ -11,10 +11,11 @@ from harness import bench
 
 def test_bench_writes_consistent_tables(tmp_path):
     df = bench.main(["--batch-sizes", "1,2", "--new-tokens", "6", "--prompt-len", "5", "--repeats", "1",
-                     "--bandwidth-mib", "8", "--out", str(tmp_path)])
+                     "--bandwidth-mib", "8", "--engine", "static", "--out", str(tmp_path)])
     stored = pd.read_parquet(tmp_path / "bench.parquet")
     assert len(stored) == len(df) == 2 * len(bench.METHODS)
     assert set(stored.method) == set(bench.METHODS)
+    assert set(stored.engine) == {"hf", "static"}
     assert (stored.tokens == stored.batch_size * 6).all()  # EOS ignored: fixed length
     assert (stored.loc[stored.method.isin(["ar", "generate"]), "tpf"] == 1.0).all()
     assert ((stored.tok_s - stored.tokens / stored.seconds).abs() < 1e-9).all()

@@ -108,6 +108,40 @@ def evaluate(model, tokenizer, n: int, thresholds=(1.0, 0.9), max_new: int = 96,
     return results
 
 
+# The toy preset's decoders (issue 5) and the floors the shipped checkpoint is held to.
+PRESET = [("ar", {}), ("sdlm-conf", {"threshold": 0.5}), ("sdlm-conf", {"threshold": 0.7}),
+          ("sdlm-conf", {"threshold": 0.9}), ("sdlm-conf", {"threshold": 0.98}), ("sdlm-conf", {"threshold": 1.0}),
+          ("sdlm-ssd", {}), ("block-diffusion", {"threshold": 0.7}), ("block-diffusion", {"threshold": 0.9})]
+
+
+def evaluate_decoders(model: str = "pdbench-toy", n: int = 100, max_new: int = 96, batch_size: int = 16,
+                      preset=PRESET, suite_names=("arith", "toy-code")) -> dict:
+    """Accuracy and tokens per forward of the real decoders (decoders/) through the harness's model
+    adapter, batched: the numbers `pdbench run` reports, without the runner."""
+    import decoders
+    from harness.models import load_model
+
+    adapter = load_model(model)
+    results = {}
+    for name in suite_names:
+        suite = suites.get(name, limit=n, allow_code_exec=True)
+        samples = list(suite.samples())
+        prompts = [suite.render(s, adapter.tokenizer) for s in samples]
+        for decoder_name, params in preset:
+            decoder = decoders.get(decoder_name, **params)
+            t0, outs = time.perf_counter(), []
+            for i in range(0, len(prompts), batch_size):
+                outs += decoder.generate(adapter, prompts[i:i + batch_size], max_new)
+            texts = [adapter.tokenizer.decode(o.tokens, skip_special_tokens=True) for o in outs]
+            grades = suite.grade_many(list(zip(samples, texts)))
+            label = decoder_name + "".join(f"@{v}" for v in params.values())
+            results[f"{name}/{label}"] = {
+                "acc": round(sum(g.correct for g in grades) / len(grades), 3),
+                "tpf": round(sum(o.n_tokens for o in outs) / sum(o.n_forward for o in outs), 2),
+                "s": round(time.perf_counter() - t0, 1)}
+    return results
+
+
 def evaluate_dir(path: str | Path, n: int, **kwargs) -> dict:
     model, tokenizer = load(path)
     return evaluate(model, tokenizer, n, **kwargs)
@@ -118,9 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", nargs="?", default=str(Path(__file__).parent / "checkpoint"))
     parser.add_argument("--n", type=int, default=100, help="test problems per suite")
     parser.add_argument("--thresholds", type=float, nargs="*", default=[1.0, 0.9])
+    parser.add_argument("--decoders", action="store_true",
+                        help="run the toy preset's decoders (decoders/) instead of this file's reference loops")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    print(json.dumps(evaluate_dir(args.path, args.n, thresholds=tuple(args.thresholds)), indent=1))
+    if args.decoders:
+        print(json.dumps(evaluate_decoders(args.path, args.n), indent=1))
+    else:
+        print(json.dumps(evaluate_dir(args.path, args.n, thresholds=tuple(args.thresholds)), indent=1))
     return 0
 
 

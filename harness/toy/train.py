@@ -41,20 +41,21 @@ DEFAULT_OUT = Path(__file__).parent / "checkpoint"
 @dataclass
 class TrainConfig:
     out: str = str(DEFAULT_OUT)
-    steps: int = 1600
+    steps: int = 3000
     rows: int = 2  # rows per step
     row_len: int = 512  # tokens per row (several examples packed per row)
     seed: int = 0
     block_size: int = 4
     partial_frac: float = 0.3
+    block_frac: float = 0.5  # share of response positions that get a block (SDLM itself uses ~75%)
     prompt_loss: float = 0.25  # weight of the next-token loss on prompt text: repeated names and numbers
     # there teach copying (the first thing the model must learn) at no extra compute
     arith_weight: float = 0.6  # share of arith problems in the stream (the rest: toy-code)
-    hidden: int = 256
+    hidden: int = 192
     layers: int = 4
     heads: int = 4
     kv_heads: int = 4
-    intermediate: int = 1024
+    intermediate: int = 768
     lr: float = 2e-3
     min_lr_frac: float = 0.05
     warmup: int = 50
@@ -106,7 +107,8 @@ def batches(cfg: TrainConfig, tokenizer):
             while True:
                 if carry is None:
                     x0, start = encode(tokenizer, next(stream))
-                    carry = build_example(x0, start, cfg.block_size, mask_id, rng, cfg.partial_frac)
+                    heads = [p for p in range(start - 1, len(x0) - 1) if rng.random() < cfg.block_frac]
+                    carry = build_example(x0, start, cfg.block_size, mask_id, rng, cfg.partial_frac, heads)
                 if used + len(carry) > cfg.row_len:
                     if not row:
                         raise ValueError(f"an example of {len(carry)} tokens exceeds row_len={cfg.row_len}")
@@ -171,7 +173,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> Path:
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     log_path = out / "train_log.jsonl"
     log = log_path.open("w")
-    t0, tokens, data = time.perf_counter(), 0, batches(cfg, tokenizer)
+    t0, cpu0, tokens, data = time.perf_counter(), time.process_time(), 0, batches(cfg, tokenizer)
     model.train()
     bar = tqdm(range(cfg.steps), desc=f"train-toy {n_params / 1e6:.1f}M", unit="step")
     for step in bar:
@@ -187,7 +189,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> Path:
         bar.set_postfix(loss=f"{parts['loss'].item():.3f}", ar=f"{parts['ar'].item():.3f}")
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             row = {"step": step, "lr": round(lr_at(step, cfg), 6), "tokens": tokens,
-                   "elapsed_s": round(time.perf_counter() - t0, 1),
+                   "elapsed_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1),
                    **{k: round(v.item(), 4) for k, v in parts.items()}}
             log.write(json.dumps(row) + "\n")
             log.flush()

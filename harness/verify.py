@@ -4,6 +4,7 @@
     lossless     sdlm-ssd == sdlm-conf at τ = 1 (first token only), same block size
     ar-vs-hf     the AR decoder == model.generate(do_sample=False), token for token
     batch        one batch of all prompts == one prompt at a time (exact only in fp32)
+    static       the static-shape path (fixed-size slot cache) == the dynamic-cache path
     bookkeeping  sum(accepted) == n_tokens, len(accepted) == len(step_s), and a batch-1 run's
                  n_forward == the adapter's own forward count
 
@@ -103,6 +104,9 @@ def run_checks(adapter, prompts: list[list[int]], max_new_tokens: int = 32, bloc
                                "cached vs uncached"))
         checks.append(_compare("batch", subject, _tokens(dec, adapter, prompts, max_new_tokens), rows,
                                f"batch of {len(prompts)} vs one at a time"))
+        static = decoders.get(name, **params, engine="static")
+        checks.append(_compare("static", subject, _tokens(static, adapter, prompts, max_new_tokens),
+                               _tokens(dec, adapter, prompts, max_new_tokens), "static-shape vs dynamic cache"))
         if name == "ar":
             checks.append(_compare("ar-vs-hf", subject, rows, _hf_greedy(adapter, prompts, max_new_tokens),
                                    "AR decoder vs HF generate"))

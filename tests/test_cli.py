@@ -82,7 +82,8 @@ def test_verify_reports_the_first_divergence(monkeypatch):
     adapter = load_model("tiny-random-qwen2", device="cpu", dtype="float32")
     prompts = verify.encode_prompts(adapter, verify.DEFAULT_PROMPTS[:2])
     checks = verify.run_checks(adapter, prompts, max_new_tokens=6, decoder_names=["ar", "sdlm-conf"])
-    assert {c.name for c in checks if c.status == "PASS"} == {"bookkeeping", "cache", "batch", "ar-vs-hf"}
+    assert {c.name for c in checks if c.status == "PASS"} == {"bookkeeping", "cache", "batch", "static", "ar-vs-hf"}
+    assert not [c for c in checks if c.status == "FAIL"]
     real = AR.generate
 
     def broken(self, model, ps, n):  # the uncached path commits a wrong token at position 3

@@ -83,7 +83,7 @@ class BlockDiffusion(Decoder):
             open_slot = in_block & ~filled
             conf = conf.masked_fill(~open_slot, -1.0)
             take = (conf > self.threshold) & open_slot
-            take[torch.arange(len(take)), conf.argmax(dim=-1)] = True  # at least the most confident slot
+            take[torch.arange(len(take), device=take.device), conf.argmax(dim=-1)] = True  # at least the most confident slot
             last_step = torch.tensor([b.steps + 1 >= max_steps for b in active_blocks], device=conf.device)
             take |= open_slot & last_step[:, None]
 

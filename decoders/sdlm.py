@@ -126,12 +126,12 @@ class SDLMSelfSpeculative(_SDLMBase):
         self.check_model(model)
         D = self.block_size
         mask_id = model.mask_id if D > 1 else 0
-        slot, offsets_v, vis_v, block_start = packed_verify_layout(D)
+        slot, verify_offsets, verify_vis, block_start = packed_verify_layout(D)
         batch = open_batch(self, model, prompts, max_new_tokens, max_window=len(slot), max_commit=D)
         gen = make_generator(model.device, self.seed)
         # Prefill: the plain SDLM window; its head prediction is d_0, its mask predictions the drafts.
-        offsets, vis = torch.arange(D), torch.ones(D, D, dtype=torch.bool)
-        logits = batch.forward([len(r.seq) - 1 for r in batch.active], self.first_window(batch, mask_id), offsets, vis)
+        logits = batch.forward([len(r.seq) - 1 for r in batch.active], self.first_window(batch, mask_id),
+                               torch.arange(D), torch.ones(D, D, dtype=torch.bool))
         draft, _ = choose(logits, self.temperature, self.top_p, self.top_k, gen)  # [A, D]
         drafts = {}
         for row, d in zip(batch.active, draft.tolist()):
@@ -139,20 +139,18 @@ class SDLMSelfSpeculative(_SDLMBase):
             drafts[row.index] = d
         batch.drop_finished()
 
-        offsets, vis = offsets_v, vis_v
         is_draft = slot >= 0
+        rows = (block_start[:, None] + torch.arange(D)[None, :]).to(model.device)  # [D segments, D block rows]
         while batch.active:
             d = torch.tensor([drafts[r.index] for r in batch.active], dtype=torch.long)  # [A, D]
             window = torch.full((len(d), len(slot)), mask_id, dtype=torch.long)
             window[:, is_draft] = d[:, slot[is_draft]]
-            logits = batch.forward([len(r.seq) - 1 for r in batch.active], window, offsets, vis)  # [A, W, V]
-            # Each segment's block rows: [A, D segments, D predictions]
-            rows = block_start[:, None] + torch.arange(D)[None, :]
-            pred, _ = choose(logits[:, rows.to(logits.device)], self.temperature, self.top_p, self.top_k, gen)
+            logits = batch.forward([len(r.seq) - 1 for r in batch.active], window, verify_offsets, verify_vis)
+            pred, _ = choose(logits[:, rows], self.temperature, self.top_p, self.top_k, gen)  # [A, D, D]
             heads = pred[:, :, 0]  # [A, D]: head prediction of segment i = token after d_i
             match = (d[:, 1:].to(heads.device) == heads[:, :-1]).long().cumprod(dim=-1)  # d_i vs head of i-1
             m = match.sum(dim=-1)  # drafts accepted beyond d_0
-            next_draft = pred[torch.arange(len(d)), m]  # [A, D]: segment m's predictions
+            next_draft = pred[torch.arange(len(d), device=pred.device), m]  # [A, D]: segment m's predictions
             for row, dr, mm, nd in zip(batch.active, d.tolist(), m.tolist(), next_draft.tolist()):  # one sync
                 batch.commit(row, dr[1:1 + mm] + nd[:1])
                 drafts[row.index] = nd

@@ -14,7 +14,7 @@ from suites.synthetic_suite import SyntheticSuite
 
 @register("arith")
 class Arith(SyntheticSuite):
-    version = "1"
+    version = "2"
     kind = "arith"
     needs_code_exec = False
 

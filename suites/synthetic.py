@@ -9,6 +9,10 @@ The gold solutions are deliberately templated: most tokens restate something (op
 the prompt or the line before, `def name(arg):`, the code fence), and a few are computed (product
 and sum digits, the operator and constants of the returned expression). That mix is what makes
 tokens-per-forward trade against accuracy as the confidence threshold moves.
+
+Sizes are chosen so a ~2.5 M parameter model learns them in a CPU-minutes budget: operands of 2-3
+digits (a one-digit times a two-digit product, worked as tens part + units part), results up to 3
+digits; the hard tokens are the partial products, the carries and the final sum.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def _product(a: int, b: int) -> str:
 
 def _arith_buy(rng: random.Random) -> tuple[str, str, str, int]:
     n, items = rng.choice(NAMES), rng.choice(ITEMS)
-    have, packs, per = rng.randint(10, 999), rng.randint(2, 9), rng.randint(11, 99)
+    have, packs, per = rng.randint(10, 99), rng.randint(2, 9), rng.randint(11, 49)
     total = have + packs * per
     prompt = f"{n} has {have} {items}. {n} buys {packs} packs of {per} {items}. How many {items} does {n} have now?"
     sol = f"{_product(per, packs)}. {have}+{packs * per}={total}."
@@ -64,9 +68,9 @@ def _arith_buy(rng: random.Random) -> tuple[str, str, str, int]:
 
 def _arith_give(rng: random.Random) -> tuple[str, str, str, int]:
     n, items = rng.choice(NAMES), rng.choice(ITEMS)
-    have = rng.randint(100, 999)
-    gone = rng.randint(10, have - 1)
-    got = rng.randint(10, 999)
+    have = rng.randint(40, 99)
+    gone = rng.randint(10, have - 10)
+    got = rng.randint(10, 99)
     left, total = have - gone, have - gone + got
     prompt = f"{n} has {have} {items}, gives away {gone} and then gets {got} more. How many {items} does {n} have now?"
     sol = f"{have}-{gone}={left}. {left}+{got}={total}."
@@ -75,10 +79,10 @@ def _arith_give(rng: random.Random) -> tuple[str, str, str, int]:
 
 def _arith_shop(rng: random.Random) -> tuple[str, str, str, int]:
     items = rng.choice(ITEMS)
-    days, per = rng.randint(2, 9), rng.randint(11, 99)
+    days, per = rng.randint(2, 5), rng.randint(11, 29)
     sold = days * per
-    stock = rng.randint(sold + 1, 999) if sold < 998 else 999
-    got = rng.randint(10, 999)
+    stock = rng.randint(sold + 10, 199)
+    got = rng.randint(10, 99)
     left, total = stock - sold, stock - sold + got
     prompt = (f"A shop has {stock} {items}. It sells {per} {items} a day for {days} days, "
               f"then gets {got} more. How many {items} does it have now?")
@@ -88,7 +92,7 @@ def _arith_shop(rng: random.Random) -> tuple[str, str, str, int]:
 
 def _arith_bags(rng: random.Random) -> tuple[str, str, str, int]:
     n, items = rng.choice(NAMES), rng.choice(ITEMS)
-    b1, p1, b2, p2 = rng.randint(2, 9), rng.randint(11, 99), rng.randint(2, 9), rng.randint(11, 99)
+    b1, p1, b2, p2 = rng.randint(2, 9), rng.randint(11, 29), rng.randint(2, 9), rng.randint(11, 29)
     x, y = b1 * p1, b2 * p2
     prompt = f"{n} buys {b1} bags of {p1} {items} and {b2} bags of {p2} {items}. How many {items} is that?"
     sol = f"{_product(p1, b1)}. {_product(p2, b2)}. {x}+{y}={x + y}."

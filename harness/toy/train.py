@@ -41,7 +41,7 @@ DEFAULT_OUT = Path(__file__).parent / "checkpoint"
 @dataclass
 class TrainConfig:
     out: str = str(DEFAULT_OUT)
-    steps: int = 3000
+    steps: int = 4000
     rows: int = 2  # rows per step
     row_len: int = 512  # tokens per row (several examples packed per row)
     seed: int = 0
@@ -50,7 +50,7 @@ class TrainConfig:
     block_frac: float = 0.5  # share of response positions that get a block (SDLM itself uses ~75%)
     prompt_loss: float = 0.25  # weight of the next-token loss on prompt text: repeated names and numbers
     # there teach copying (the first thing the model must learn) at no extra compute
-    arith_weight: float = 0.6  # share of arith problems in the stream (the rest: toy-code)
+    arith_weight: float = 0.7  # share of arith problems in the stream (the rest: toy-code)
     hidden: int = 192
     layers: int = 4
     heads: int = 4

@@ -15,13 +15,13 @@ NEW = 96
 # (suite, decoder, params) -> (min accuracy, min tokens per forward)
 FLOORS = {
     ("arith", "ar", ()): (0.0, 1.0),
-    ("toy-code", "ar", ()): (0.75, 1.0),
-    ("arith", "sdlm-conf", (("threshold", 0.9),)): (0.0, 1.3),
-    ("toy-code", "sdlm-conf", (("threshold", 0.9),)): (0.75, 2.8),
-    ("arith", "sdlm-ssd", ()): (0.0, 2.2),
-    ("toy-code", "sdlm-ssd", ()): (0.75, 2.8),
-    ("arith", "block-diffusion", (("threshold", 0.9),)): (0.0, 1.2),
-    ("toy-code", "block-diffusion", (("threshold", 0.9),)): (0.75, 2.5),
+    ("toy-code", "ar", ()): (0.9, 1.0),
+    ("arith", "sdlm-conf", (("threshold", 0.9),)): (0.0, 2.2),
+    ("toy-code", "sdlm-conf", (("threshold", 0.9),)): (0.9, 3.0),
+    ("arith", "sdlm-ssd", ()): (0.0, 2.8),
+    ("toy-code", "sdlm-ssd", ()): (0.9, 2.9),
+    ("arith", "block-diffusion", (("threshold", 0.9),)): (0.0, 2.2),
+    ("toy-code", "block-diffusion", (("threshold", 0.9),)): (0.9, 2.9),
 }
 
 pytestmark = [pytest.mark.slow,

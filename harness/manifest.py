@@ -79,7 +79,6 @@ def start_session(run_dir: Path, *, argv: list[str], sweep_file: str | None, cel
         "n_cells": len(cells),
         "seeds": sorted(set(seeds)),
         "data_dir": data_dir,
-        "warmup": "one untimed warm-up per cell before its timed batches: the first batch, 8 new tokens (not stored)",
         "started_at": now(),
         "ended_at": None,
         "status": "running",

@@ -345,9 +345,12 @@ def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, arg
     save_cells(run_dir, cells, sweep_text)
     run_id = run_dir.name
     result = RunResult(run_dir)
+    warmup = (f"one untimed warm-up per cell before its timed batches: the first batch, {WARMUP_TOKENS} new "
+              "tokens (not stored)") if opts.warmup else "none"
     session = manifest.start_session(
         run_dir, argv=argv if argv is not None else sys.argv, sweep_file=sweep_file, cells=cells,
-        seeds=[c.seed for c in cells], data_dir=opts.data_dir, notes={"warmup_enabled": opts.warmup})
+        seeds=[c.seed for c in cells], data_dir=opts.data_dir,
+        notes={"warmup_enabled": opts.warmup, "warmup": warmup})
     stored = store.stored_keys(run_dir)
     groups: OrderedDict[tuple, list[Prepared]] = OrderedDict()
     for p in prepared:

@@ -14,7 +14,7 @@ from suites.synthetic_suite import SyntheticSuite
 
 @register("arith")
 class Arith(SyntheticSuite):
-    version = "2"
+    version = "3"  # 3: fixed-width sums, three-digit prompt numbers where they enter a sum
     kind = "arith"
     needs_code_exec = False
 

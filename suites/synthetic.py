@@ -10,9 +10,17 @@ the prompt or the line before, `def name(arg):`, the code fence), and a few are 
 and sum digits, the operator and constants of the returned expression). That mix is what makes
 tokens-per-forward trade against accuracy as the confidence threshold moves.
 
-Sizes are chosen so a ~2.5 M parameter model learns them in a CPU-minutes budget: operands of 2-3
+Sizes are chosen so a few-M-parameter model learns them in a CPU-minutes budget: operands of 2-3
 digits (a one-digit times a two-digit product, worked as tens part + units part), results up to 3
 digits; the hard tokens are the partial products, the carries and the final sum.
+
+Every number in a sum is written with three digits (`197-126=071`): a digit's place value is then a
+fixed distance from the digits it depends on. With unpadded operands (`97+217`) the model must first
+infer each number's length; a 2.5 M model trained for 25 CPU-minutes did not (4 % accuracy, units
+digits wrong). Padding only moves that problem if a sum operand is copied from the prompt (`32` ->
+`032`: 27 % accuracy, 73 of 74 failures a miscopied operand), so every prompt number that enters a
+sum has three digits already; the others are one-digit multipliers and two-digit multiplicands,
+which are copied as written, and padded results of earlier steps. The boxed answer is unpadded.
 """
 
 from __future__ import annotations
@@ -48,32 +56,44 @@ ITEMS = ["apples", "pens", "books", "cards", "eggs", "coins", "shells", "stamps"
          "stickers", "beads", "candles", "cookies", "tickets", "bricks", "plums"]
 
 
+WIDTH = 3  # digits of every number in a worked step (all results stay below 1000)
+
+
+def _w(n: int) -> str:
+    return f"{n:0{WIDTH}d}"
+
+
+def _sum(a: int, op: str, b: int) -> str:
+    """`a+b=c` or `a-b=c`, fixed width."""
+    return f"{_w(a)}{op}{_w(b)}={_w(a + b if op == '+' else a - b)}"
+
+
 def _product(a: int, b: int) -> str:
     """`b*a=...` for a one-digit b and a two-digit a, worked as tens part + units part: the two
     partial products are table look-ups, only their sum carries."""
     tens, units = (a // 10) * 10, a % 10
     if units == 0:
-        return f"{b}*{a}={b * a}"
-    return f"{b}*{a}={b * tens}+{b * units}={b * a}"
+        return f"{b}*{a}={_w(b * a)}"
+    return f"{b}*{a}={_w(b * tens)}+{_w(b * units)}={_w(b * a)}"
 
 
 def _arith_buy(rng: random.Random) -> tuple[str, str, str, int]:
     n, items = rng.choice(NAMES), rng.choice(ITEMS)
-    have, packs, per = rng.randint(10, 99), rng.randint(2, 9), rng.randint(11, 49)
+    have, packs, per = rng.randint(100, 499), rng.randint(2, 9), rng.randint(11, 49)
     total = have + packs * per
     prompt = f"{n} has {have} {items}. {n} buys {packs} packs of {per} {items}. How many {items} does {n} have now?"
-    sol = f"{_product(per, packs)}. {have}+{packs * per}={total}."
+    sol = f"{_product(per, packs)}. {_sum(have, '+', packs * per)}."
     return f"buy|{have}|{packs}|{per}", prompt, sol, total
 
 
 def _arith_give(rng: random.Random) -> tuple[str, str, str, int]:
     n, items = rng.choice(NAMES), rng.choice(ITEMS)
-    have = rng.randint(40, 99)
-    gone = rng.randint(10, have - 10)
-    got = rng.randint(10, 99)
+    have = rng.randint(200, 699)
+    gone = rng.randint(100, have - 50)
+    got = rng.randint(100, 299)
     left, total = have - gone, have - gone + got
     prompt = f"{n} has {have} {items}, gives away {gone} and then gets {got} more. How many {items} does {n} have now?"
-    sol = f"{have}-{gone}={left}. {left}+{got}={total}."
+    sol = f"{_sum(have, '-', gone)}. {_sum(left, '+', got)}."
     return f"give|{have}|{gone}|{got}", prompt, sol, total
 
 
@@ -81,12 +101,12 @@ def _arith_shop(rng: random.Random) -> tuple[str, str, str, int]:
     items = rng.choice(ITEMS)
     days, per = rng.randint(2, 5), rng.randint(11, 29)
     sold = days * per
-    stock = rng.randint(sold + 10, 199)
-    got = rng.randint(10, 99)
+    stock = rng.randint(max(100, sold + 10), 399)
+    got = rng.randint(100, 299)
     left, total = stock - sold, stock - sold + got
     prompt = (f"A shop has {stock} {items}. It sells {per} {items} a day for {days} days, "
               f"then gets {got} more. How many {items} does it have now?")
-    sol = f"{_product(per, days)}. {stock}-{sold}={left}. {left}+{got}={total}."
+    sol = f"{_product(per, days)}. {_sum(stock, '-', sold)}. {_sum(left, '+', got)}."
     return f"shop|{stock}|{per}|{days}|{got}", prompt, sol, total
 
 
@@ -95,7 +115,7 @@ def _arith_bags(rng: random.Random) -> tuple[str, str, str, int]:
     b1, p1, b2, p2 = rng.randint(2, 9), rng.randint(11, 29), rng.randint(2, 9), rng.randint(11, 29)
     x, y = b1 * p1, b2 * p2
     prompt = f"{n} buys {b1} bags of {p1} {items} and {b2} bags of {p2} {items}. How many {items} is that?"
-    sol = f"{_product(p1, b1)}. {_product(p2, b2)}. {x}+{y}={x + y}."
+    sol = f"{_product(p1, b1)}. {_product(p2, b2)}. {_sum(x, '+', y)}."
     return f"bags|{b1}|{p1}|{b2}|{p2}", prompt, sol, x + y
 
 
@@ -107,6 +127,31 @@ def arith_problem(rng: random.Random) -> Problem:
     key, prompt, steps, answer = template(rng)
     return Problem("arith", "arith|" + key, prompt, f"{steps} \\boxed{{{answer}}}", answer,
                    {"template": key.split("|")[0]})
+
+
+def arith_drill(rng: random.Random, steps: int = 6) -> str:
+    """Training-only text: a chain of worked steps in the suite's exact format (`089+217=306. 7*31=...`),
+    without the word problem or chat framing. Each step's operands obey the templates' ranges, so
+    every equation could occur in a solution; a drill holds several per ~70 tokens, where a rendered
+    problem spends ~45 tokens of framing on two or three."""
+    lines, value = [], rng.randint(10, 199)
+    for _ in range(steps):
+        kind = rng.choice(["+", "-", "*"])
+        if kind == "*":
+            a, b = rng.randint(11, 49), rng.randint(2, 9)
+            lines.append(_product(a, b))
+            value = b * a
+        elif kind == "-" and value >= 20:
+            other = rng.randint(10, value - 10)
+            lines.append(_sum(value, "-", other))
+            value -= other
+        else:
+            other = rng.randint(10, max(10, min(299, 999 - value)))
+            lines.append(_sum(value, "+", other))
+            value += other
+        if value > 800:
+            value = rng.randint(10, 199)
+    return ". ".join(lines) + "."
 
 
 # ---------------------------------------------------------------------------------------- code ----

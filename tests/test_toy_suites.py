@@ -7,7 +7,10 @@ import itertools
 import pytest
 
 import suites
-from suites.synthetic import ARITH_TEMPLATES, problem_at, split_of, train_stream
+import random
+import re
+
+from suites.synthetic import ARITH_TEMPLATES, arith_drill, problem_at, split_of, train_stream
 
 
 def test_registered():
@@ -108,3 +111,35 @@ def test_training_encoding_matches_the_suite_render():
             x0, start = encode(tokenizer, problem)
             assert x0[:start] == suite.render(sample, tokenizer)
             assert tokenizer.decode(x0[start:]) == problem.solution + "<|im_end|>"
+
+
+def check_worked_steps(text: str) -> int:
+    """Every step of a worked solution or drill is true arithmetic in the fixed-width format:
+    `aaa+bbb=ccc`, `aaa-bbb=ccc`, `b*aa=ttt+uuu=ppp` (or `b*aa=ppp` for a round aa). Returns the
+    number of steps checked."""
+    steps = [s for s in re.split(r"\. ?", text) if "=" in s]
+    for step in steps:
+        if "*" in step:
+            m = re.fullmatch(r"(\d)\*(\d\d)=(?:(\d{3})\+(\d{3})=)?(\d{3})", step)
+            assert m, step
+            b, a, tens, units, product = m.groups()
+            assert int(product) == int(a) * int(b), step
+            if tens is not None:
+                assert (int(tens), int(units)) == (int(b) * (int(a) // 10 * 10), int(b) * (int(a) % 10)), step
+        else:
+            m = re.fullmatch(r"(\d{3})([+-])(\d{3})=(\d{3})", step)
+            assert m, step
+            a, op, b, c = m.groups()
+            assert int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b)), step
+    return len(steps)
+
+
+def test_worked_steps_are_true_and_fixed_width():
+    for i in range(300):
+        problem = problem_at("arith", "test", i)
+        steps, boxed = problem.solution.split(" \\boxed")
+        assert check_worked_steps(steps) >= 2
+        assert boxed == f"{{{problem.answer}}}"  # the final answer is unpadded
+        assert steps.rstrip(".").split("=")[-1].lstrip("0") == str(problem.answer)
+    rng = random.Random(1)
+    assert sum(check_worked_steps(arith_drill(rng)) for _ in range(300)) == 300 * 6

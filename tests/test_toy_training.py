@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -182,3 +183,21 @@ def test_a_few_steps_reduce_the_loss_deterministically(tokenizer, tmp_path):
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["block_size"] == 4 and config["text_mask_token_id"] == tokenizer.mask_token_id
     assert "pdbench train-toy" in (tmp_path / "a" / "TRAINING.md").read_text()
+
+
+def test_drills_are_mixed_in_by_fraction(tokenizer):
+    """--drill-frac: bare arithmetic text packed next to chat-rendered problems, at about that share."""
+    from harness.toy.train import batches
+
+    def row_texts(frac):
+        cfg = tiny_config(rows=4, row_len=512, drill_frac=frac)
+        batch = next(batches(cfg, tokenizer))
+        ids = batch.input_ids[batch.block_offset == -1]  # the clean rows of every example
+        return tokenizer.decode(ids[ids != tokenizer.pad_token_id])
+
+    step = r"(?:\d\*\d\d=[0-9+=]+|\d{3}[+-]\d{3}=\d{3})"
+    chain = rf"{step}(?:\. {step}){{4}}"  # five steps in a row: a drill (solutions have at most three)
+    problems, drills, mixed = row_texts(0.0), row_texts(1.0), row_texts(0.5)
+    assert "<|im_start|>" in problems and not re.search(chain, problems)
+    assert "<|im_start|>" not in drills and len(re.findall(chain, drills)) >= 4
+    assert "<|im_start|>" in mixed and re.search(chain, mixed)

@@ -33,7 +33,7 @@ import torch.nn.functional as F  # noqa: E402
 from harness.toy.layout import IGNORE, Example, build_example, pack
 from harness.toy.tokenizer import IM_END, PAD, build_tokenizer, save_tokenizer
 from suites.prompts import plain_from_messages, render_ids
-from suites.synthetic import Problem, chat_messages, train_stream
+from suites.synthetic import Problem, arith_drill, chat_messages, train_stream
 
 DEFAULT_OUT = Path(__file__).parent / "checkpoint"
 
@@ -51,6 +51,7 @@ class TrainConfig:
     prompt_loss: float = 0.25  # weight of the next-token loss on prompt text: repeated names and numbers
     # there teach copying (the first thing the model must learn) at no extra compute
     arith_weight: float = 0.7  # share of arith problems in the stream (the rest: toy-code)
+    drill_frac: float = 0.1  # share of examples that are bare arithmetic drills (synthetic.arith_drill)
     hidden: int = 192
     layers: int = 4
     heads: int = 4
@@ -96,9 +97,15 @@ def make_model(cfg: TrainConfig, tokenizer):
 def batches(cfg: TrainConfig, tokenizer):
     """Endless packed batches: problems in stream order, each row filled greedily until the next
     example would not fit (that example starts the next row, nothing is dropped)."""
-    rng = random.Random(f"blocks/{cfg.seed}")
+    rng, drill_rng = random.Random(f"blocks/{cfg.seed}"), random.Random(f"drills/{cfg.seed}")
     mask_id = tokenizer.mask_token_id
     stream = train_stream(cfg.seed, {"arith": cfg.arith_weight, "code": 1.0 - cfg.arith_weight})
+
+    def next_example() -> tuple[list[int], int]:
+        if drill_rng.random() < cfg.drill_frac:  # bare text, all of it "response" (no EOS: it has no end)
+            return tokenizer.encode(arith_drill(drill_rng), add_special_tokens=False), 1
+        return encode(tokenizer, next(stream))
+
     carry: Example | None = None
     while True:
         rows = []
@@ -106,7 +113,7 @@ def batches(cfg: TrainConfig, tokenizer):
             row, used = [], 0
             while True:
                 if carry is None:
-                    x0, start = encode(tokenizer, next(stream))
+                    x0, start = next_example()
                     heads = [p for p in range(start - 1, len(x0) - 1) if rng.random() < cfg.block_frac]
                     carry = build_example(x0, start, cfg.block_size, mask_id, rng, cfg.partial_frac, heads)
                 if used + len(carry) > cfg.row_len:
@@ -229,6 +236,7 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         "steps": "optimizer steps (the schedule is fixed by this, so runs are reproducible)",
         "rows": "packed rows per step", "row_len": "tokens per packed row", "seed": "data + init seed",
         "block_size": "SDLM block size D", "partial_frac": "share of partially revealed blocks",
+        "drill_frac": "share of examples that are bare arithmetic drills",
         "hidden": "model width", "layers": "decoder layers", "intermediate": "MLP width",
         "threads": "torch CPU threads", "tokenizer": "reuse this saved tokenizer directory",
         "eval_n": "evaluate on N test problems per suite after training (0 = skip)",

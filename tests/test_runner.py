@@ -76,12 +76,17 @@ def test_code_exec_gate_before_any_model_loads(tmp_path):
     assert not (tmp_path / "samples").exists()
 
 
-def test_code_grading_runs_on_the_pool(tmp_path):
+@pytest.mark.parametrize("overlap", [True, None])
+def test_code_grading_runs_on_the_pool_unless_decoding_on_cpu(tmp_path, overlap):
+    """Overlapping grading with decoding is opt-in on CPU (default None = only on an accelerator):
+    the sandboxed programs would take the decoder's cores and skew its timings."""
     SlowCodeSuite.graded_in.clear()
-    opts = runner.RunOptions(progress=False, allow_code_exec=True, warmup=False)
+    opts = runner.RunOptions(progress=False, allow_code_exec=True, warmup=False, overlap_grading=overlap)
     res = run(sweep_text(suite="test-code").split("[[sweep]]\ndecoder = \"sdlm")[0], tmp_path, opts=opts)
     assert res.rows_written == 4 and store.read_samples(tmp_path)["correct"].all()
-    assert SlowCodeSuite.graded_in and all(n.startswith("pdbench-grade") for n in SlowCodeSuite.graded_in)
+    assert len(SlowCodeSuite.graded_in) == 4
+    on_pool = [n.startswith("pdbench-grade") for n in SlowCodeSuite.graded_in]
+    assert all(on_pool) if overlap else not any(on_pool)  # the tiny model runs on cpu
 
 
 def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path, monkeypatch):

@@ -131,9 +131,9 @@ def arith_problem(rng: random.Random) -> Problem:
 
 def arith_drill(rng: random.Random, steps: int = 6) -> str:
     """Training-only text: a chain of worked steps in the suite's exact format (`089+217=306. 7*31=...`),
-    without the word problem or chat framing. Each step's operands obey the templates' ranges, so
-    every equation could occur in a solution; a drill holds several per ~70 tokens, where a rendered
-    problem spends ~45 tokens of framing on two or three."""
+    without the word problem or chat framing. Operands stay in the templates' ranges (products of a
+    one-digit and a two-digit number, sums below 1000); a drill holds six steps in ~70 tokens, where a
+    rendered problem spends ~45 tokens of framing on two or three."""
     lines, value = [], rng.randint(10, 199)
     for _ in range(steps):
         kind = rng.choice(["+", "-", "*"])

@@ -1,13 +1,16 @@
 """`pdbench train-toy`: train the shipped toy model, SDLM-style, on the synthetic suites (CPU, seeded).
 
-    python -m harness.toy.train --out harness/toy/checkpoint --steps 1200 --seed 0
+    pdbench train-toy                      # the shipped checkpoint (all defaults, ~26 min on 2 cores)
+    pdbench train-toy --out /tmp/toy --steps 1200 --seed 1
 
 Objective per packed batch (layout.py): plain next-token cross-entropy on the clean response (what
 `ar` decodes with) + cross-entropy on the block rows (SDLM's next-sequence prediction, sdlm.md §4,
 D = --block-size), where a fraction --partial-frac of blocks are partially revealed (what
-`block-diffusion` sees after its first pass). Deterministic on CPU for a given seed and thread count:
-data comes from one seeded stream, the model from torch.manual_seed. Writes the checkpoint,
-tokenizer, train_log.jsonl (one line per --log-every steps) and TRAINING.md into --out.
+`block-diffusion` sees after its first pass). A share --drill-frac of the packed examples are bare
+arithmetic drills (suites.synthetic.arith_drill) instead of rendered problems. Deterministic on CPU
+for a given seed and thread count: data comes from seeded streams, the model from torch.manual_seed.
+Writes the checkpoint, tokenizer, train_log.jsonl (one line per --log-every steps) and TRAINING.md
+into --out.
 """
 
 from __future__ import annotations

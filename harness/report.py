@@ -169,17 +169,20 @@ def render_markdown(run_dir: Path, summary: pd.DataFrame) -> str:
     out = [f"# pdbench report: {run_dir.name}", ""]
     man_path = run_dir / "manifest.json"
     if man_path.exists():
-        s = json.loads(man_path.read_text())["sessions"][-1]
+        sessions = json.loads(man_path.read_text())["sessions"]
+        s = sessions[-1]
         gpu = ", ".join(s.get("gpu_names") or []) or "none"
         out += [f"pdbench {s.get('pdbench_version')} (git {str(s.get('git_sha'))[:10]}{'+dirty' if s.get('git_dirty') else ''}),"
                 f" torch {s.get('torch')}, transformers {s.get('transformers')}, CUDA {s.get('cuda')}, GPU: {gpu},"
-                f" CPU: {s.get('cpu_model')}. Sessions: {len(json.loads(man_path.read_text())['sessions'])}.", ""]
+                f" CPU: {s.get('cpu_model')}. Sessions: {len(sessions)}.", ""]
     if summary.empty:
         out += ["No samples stored yet.", ""]
-    for suite, g in (summary.groupby("suite", sort=False) if not summary.empty else []):
-        headers, rows = summary_rows(g)
-        out += [f"## {suite}", "", markdown_table(headers, rows), ""]
-    paired = summary[summary["paired_n"] > 0] if not summary.empty else summary
+        paired = summary
+    else:
+        for suite, g in summary.groupby("suite", sort=False):
+            headers, rows = summary_rows(g)
+            out += [f"## {suite}", "", markdown_table(headers, rows), ""]
+        paired = summary[summary["paired_n"] > 0]
     if not paired.empty:
         out += ["## Paired against AR (same samples)", "",
                 markdown_table(["cell", "paired n", "both ✓", "only this ✓", "only AR ✓", "neither", "McNemar p"],

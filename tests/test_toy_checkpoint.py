@@ -9,6 +9,7 @@ import pytest
 import decoders
 import suites
 from harness.models import TOY_CHECKPOINT, load_model
+from harness.toy.evaluate import decode_and_grade
 
 N = 30
 NEW = 96
@@ -43,21 +44,11 @@ def subsets(toy):
     return out
 
 
-def decode_and_grade(toy, subsets, suite_name, decoder):
-    suite, samples, prompts = subsets[suite_name]
-    results = decoder.generate(toy, prompts, NEW)
-    texts = [toy.tokenizer.decode(r.tokens, skip_special_tokens=True) for r in results]
-    grades = suite.grade_many(list(zip(samples, texts)))
-    accuracy = sum(g.correct for g in grades) / len(grades)
-    tpf = sum(r.n_tokens for r in results) / sum(r.n_forward for r in results)
-    return results, accuracy, tpf
-
-
 @pytest.mark.parametrize("key", list(FLOORS), ids=[f"{s}-{d}-{dict(p)}" for s, d, p in FLOORS])
 def test_floors(toy, subsets, key):
     suite_name, name, params = key
     min_acc, min_tpf = FLOORS[key]
-    results, accuracy, tpf = decode_and_grade(toy, subsets, suite_name, decoders.get(name, **dict(params)))
+    results, accuracy, tpf = decode_and_grade(toy, *subsets[suite_name], decoders.get(name, **dict(params)), NEW)
     for r in results:
         r.check_bookkeeping()
     assert accuracy >= min_acc, f"{name} on {suite_name}: accuracy {accuracy:.3f} < floor {min_acc}"

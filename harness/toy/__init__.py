@@ -1,4 +1,4 @@
-"""The toy model pdbench ships and trains itself (issue 5): a ~4 M parameter Qwen2 with its own
+"""The toy model pdbench ships and trains itself (issue 5): a 2.5 M parameter Qwen2 with its own
 byte-level BPE tokenizer, trained SDLM-style on the synthetic `arith` and `toy-code` suites.
 
     tokenizer.py  build + save the tokenizer (PreTrainedTokenizerFast, ChatML template, mask token)

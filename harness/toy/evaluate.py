@@ -114,6 +114,20 @@ PRESET = [("ar", {}), ("sdlm-conf", {"threshold": 0.5}), ("sdlm-conf", {"thresho
           ("sdlm-ssd", {}), ("block-diffusion", {"threshold": 0.7}), ("block-diffusion", {"threshold": 0.9})]
 
 
+def decode_and_grade(adapter, suite, samples, prompts, decoder, max_new: int, batch_size: int | None = None):
+    """Decode `prompts` with a real decoder (decoders/), `batch_size` at a time (default: one batch),
+    and grade the texts: (DecodeResults, accuracy, tokens per forward)."""
+    step = batch_size or len(prompts)
+    results = []
+    for i in range(0, len(prompts), step):
+        results += decoder.generate(adapter, prompts[i:i + step], max_new)
+    texts = [adapter.tokenizer.decode(r.tokens, skip_special_tokens=True) for r in results]
+    grades = suite.grade_many(list(zip(samples, texts)))
+    accuracy = sum(g.correct for g in grades) / len(grades)
+    tpf = sum(r.n_tokens for r in results) / sum(r.n_forward for r in results)
+    return results, accuracy, tpf
+
+
 def evaluate_decoders(model: str = "pdbench-toy", n: int = 100, max_new: int = 96, batch_size: int = 16,
                       preset=PRESET, suite_names=("arith", "toy-code")) -> dict:
     """Accuracy and tokens per forward of the real decoders (decoders/) through the harness's model
@@ -128,17 +142,12 @@ def evaluate_decoders(model: str = "pdbench-toy", n: int = 100, max_new: int = 9
         samples = list(suite.samples())
         prompts = [suite.render(s, adapter.tokenizer) for s in samples]
         for decoder_name, params in preset:
-            decoder = decoders.get(decoder_name, **params)
-            t0, outs = time.perf_counter(), []
-            for i in range(0, len(prompts), batch_size):
-                outs += decoder.generate(adapter, prompts[i:i + batch_size], max_new)
-            texts = [adapter.tokenizer.decode(o.tokens, skip_special_tokens=True) for o in outs]
-            grades = suite.grade_many(list(zip(samples, texts)))
+            t0 = time.perf_counter()
+            _, accuracy, tpf = decode_and_grade(adapter, suite, samples, prompts, decoders.get(decoder_name, **params),
+                                                max_new, batch_size)
             label = decoder_name + "".join(f"@{v}" for v in params.values())
-            results[f"{name}/{label}"] = {
-                "acc": round(sum(g.correct for g in grades) / len(grades), 3),
-                "tpf": round(sum(o.n_tokens for o in outs) / sum(o.n_forward for o in outs), 2),
-                "s": round(time.perf_counter() - t0, 1)}
+            results[f"{name}/{label}"] = {"acc": round(accuracy, 3), "tpf": round(tpf, 2),
+                                          "s": round(time.perf_counter() - t0, 1)}
     return results
 
 

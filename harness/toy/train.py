@@ -137,9 +137,9 @@ def losses(model, batch, block_size: int, prompt_weight: float = 0.0) -> dict[st
     ar = F.cross_entropy(flat, batch.ar_labels.view(-1), ignore_index=IGNORE)
     per_row = F.cross_entropy(flat, batch.block_labels.view(-1), ignore_index=IGNORE, reduction="none")
     has = batch.block_labels.view(-1) != IGNORE
+    block = per_row[has].mean()
     prompt = F.cross_entropy(flat, batch.prompt_labels.view(-1), ignore_index=IGNORE)
-    out = {"loss": ar + per_row[has].mean() + prompt_weight * prompt, "ar": ar, "block": per_row[has].mean(),
-           "prompt": prompt}
+    out = {"loss": ar + block + prompt_weight * prompt, "ar": ar, "block": block, "prompt": prompt}
     offsets = batch.block_offset.view(-1)
     for j in range(block_size):  # per-offset block losses (SDLM logs loss_pos_1..D the same way)
         sel = has & (offsets == j)

@@ -201,3 +201,35 @@ def test_drills_are_mixed_in_by_fraction(tokenizer):
     assert "<|im_start|>" in problems and not re.search(chain, problems)
     assert "<|im_start|>" not in drills and len(re.findall(chain, drills)) >= 4
     assert "<|im_start|>" in mixed and re.search(chain, mixed)
+
+
+def test_diagnose_roles_of_a_worked_solution():
+    from harness.toy.diagnose import char_roles
+
+    prompt = "Gina has 138 pens. Gina buys 6 packs of 49 pens. How many pens does Gina have now?"
+    solution = "6*49=240+054=294. 138+294=432. \\boxed{432}"
+    roles = char_roles(prompt, solution)
+    spans = {}
+    for match in re.finditer(r"\d+", solution):
+        spans.setdefault(roles[match.start()], []).append(match.group())
+        assert len(set(roles[match.start():match.end()])) == 1  # a number has one role
+    assert spans == {"copy_prompt": ["6", "49", "138"], "computed": ["240", "054", "294", "432", "432"],
+                     "copy_step": ["294"]}
+    assert {roles[i] for i, c in enumerate(solution) if not c.isdigit()} == {"other"}
+
+
+def test_diagnose_teacher_forced_counts_every_solution_token(tmp_path):
+    """On a random-weight model the counts still cover each solution token (+ EOS) exactly once."""
+    from harness.toy.diagnose import teacher_forced_by_role
+    from harness.toy.tokenizer import build_tokenizer
+    from harness.toy.train import encode
+    from suites.synthetic import distinct_problems
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    model = make_model(TrainConfig(hidden=32, layers=1, heads=2, kv_heads=2, intermediate=64), tokenizer).eval()
+    problems = distinct_problems("arith", "test", 3)
+    counts = teacher_forced_by_role(model, tokenizer, problems)
+    assert sum(t for _, t in counts.values()) == sum(len(encode(tokenizer, p)[0]) - encode(tokenizer, p)[1]
+                                                     for p in problems)
+    assert all(0 <= c <= t for c, t in counts.values())

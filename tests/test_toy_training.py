@@ -218,14 +218,12 @@ def test_diagnose_roles_of_a_worked_solution():
     assert {roles[i] for i, c in enumerate(solution) if not c.isdigit()} == {"other"}
 
 
-def test_diagnose_teacher_forced_counts_every_solution_token(tmp_path):
+def test_diagnose_teacher_forced_counts_every_solution_token(tokenizer):
     """On a random-weight model the counts still cover each solution token (+ EOS) exactly once."""
     from harness.toy.diagnose import teacher_forced_by_role
-    from harness.toy.tokenizer import build_tokenizer
     from harness.toy.train import encode
     from suites.synthetic import distinct_problems
 
-    tokenizer = build_tokenizer()
     torch.manual_seed(0)
     model = make_model(TrainConfig(hidden=32, layers=1, heads=2, kv_heads=2, intermediate=64), tokenizer).eval()
     problems = distinct_problems("arith", "test", 3)

@@ -108,10 +108,17 @@ def evaluate(model, tokenizer, n: int, thresholds=(1.0, 0.9), max_new: int = 96,
     return results
 
 
-# The toy preset's decoders (issue 5) and the floors the shipped checkpoint is held to.
-PRESET = [("ar", {}), ("sdlm-conf", {"threshold": 0.5}), ("sdlm-conf", {"threshold": 0.7}),
-          ("sdlm-conf", {"threshold": 0.9}), ("sdlm-conf", {"threshold": 0.98}), ("sdlm-conf", {"threshold": 1.0}),
-          ("sdlm-ssd", {}), ("block-diffusion", {"threshold": 0.7}), ("block-diffusion", {"threshold": 0.9})]
+def toy_preset_decoders() -> list[tuple[str, dict]]:
+    """The decoders of harness/presets/toy.toml (what `pdbench run` compares), in its order, plus
+    first-token-only `sdlm-conf` (τ = 1.0), the reference that `sdlm-ssd` must reproduce."""
+    from harness.sweep import load_sweep, preset_path
+
+    out: list[tuple[str, dict]] = []
+    for cell in load_sweep(preset_path("toy")):
+        if (cell.decoder, cell.params) not in out:
+            out.append((cell.decoder, cell.params))
+    first_token_only = ("sdlm-conf", {**next(p for d, p in out if d == "sdlm-conf"), "threshold": 1.0})
+    return out + [first_token_only]
 
 
 def decode_and_grade(adapter, suite, samples, prompts, decoder, max_new: int, batch_size: int | None = None):
@@ -129,13 +136,14 @@ def decode_and_grade(adapter, suite, samples, prompts, decoder, max_new: int, ba
 
 
 def evaluate_decoders(model: str = "pdbench-toy", n: int = 100, max_new: int = 96, batch_size: int = 16,
-                      preset=PRESET, suite_names=("arith", "toy-code")) -> dict:
+                      preset=None, suite_names=("arith", "toy-code")) -> dict:
     """Accuracy and tokens per forward of the real decoders (decoders/) through the harness's model
     adapter, batched: the numbers `pdbench run` reports, without the runner."""
     import decoders
     from harness.models import load_model
 
     adapter = load_model(model)
+    preset = toy_preset_decoders() if preset is None else preset
     results = {}
     for name in suite_names:
         suite = suites.get(name, limit=n, allow_code_exec=True)
@@ -145,7 +153,7 @@ def evaluate_decoders(model: str = "pdbench-toy", n: int = 100, max_new: int = 9
             t0 = time.perf_counter()
             _, accuracy, tpf = decode_and_grade(adapter, suite, samples, prompts, decoders.get(decoder_name, **params),
                                                 max_new, batch_size)
-            label = decoder_name + "".join(f"@{v}" for v in params.values())
+            label = decoder_name + (f"({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
             results[f"{name}/{label}"] = {"acc": round(accuracy, 3), "tpf": round(tpf, 2),
                                           "s": round(time.perf_counter() - t0, 1)}
     return results

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import random
+import re
 
 import pytest
 
 import suites
-import random
-import re
-
 from suites.synthetic import ARITH_TEMPLATES, arith_drill, problem_at, split_of, train_stream
 
 

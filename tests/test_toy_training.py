@@ -225,7 +225,7 @@ def test_diagnose_teacher_forced_counts_every_solution_token(tokenizer):
     from suites.synthetic import distinct_problems
 
     torch.manual_seed(0)
-    model = make_model(TrainConfig(hidden=32, layers=1, heads=2, kv_heads=2, intermediate=64), tokenizer).eval()
+    model = make_model(tiny_config(), tokenizer).eval()
     problems = distinct_problems("arith", "test", 3)
     counts = teacher_forced_by_role(model, tokenizer, problems)
     assert sum(t for _, t in counts.values()) == sum(len(encode(tokenizer, p)[0]) - encode(tokenizer, p)[1]

@@ -231,3 +231,21 @@ def test_diagnose_teacher_forced_counts_every_solution_token(tokenizer):
     assert sum(t for _, t in counts.values()) == sum(len(encode(tokenizer, p)[0]) - encode(tokenizer, p)[1]
                                                      for p in problems)
     assert all(0 <= c <= t for c, t in counts.values())
+
+
+def test_diagnose_prompt_copies_by_digit(tokenizer):
+    """Each copied prompt number is counted once per digit, under its template, length and place."""
+    from harness.toy.diagnose import prompt_copies_by_digit, teacher_forced_by_role
+    from suites.synthetic import distinct_problems
+
+    torch.manual_seed(0)
+    model = make_model(tiny_config(), tokenizer).eval()
+    buy = next(p for p in distinct_problems("arith", "test", 20) if p.meta["template"] == "buy")
+    counts = prompt_copies_by_digit(model, tokenizer, [buy])  # `4*24=080+016=096. 487+096=583.`: 4, 24, 487
+    assert {key: t for key, (_, t) in counts.items()} == {
+        "buy 1-digit #1": 1, "buy 2-digit #1": 1, "buy 2-digit #2": 1,
+        "buy 3-digit #1": 1, "buy 3-digit #2": 1, "buy 3-digit #3": 1}
+    problems = distinct_problems("arith", "test", 8)
+    by_digit = prompt_copies_by_digit(model, tokenizer, problems)
+    correct, total = teacher_forced_by_role(model, tokenizer, problems)["copy_prompt"]
+    assert sum(c for c, _ in by_digit.values()) == correct and sum(t for _, t in by_digit.values()) == total

@@ -7,14 +7,17 @@ Roles, for the digits of a worked solution (`6*49=240+054=294. 138+294=432.`):
   computed     a number right of a step's first `=`, or inside \\boxed{} (`240`, `054`, `294`, `432`)
   other        every non-digit token (operators, punctuation, words, EOS)
 Teacher forcing feeds the gold prefix, so each token is judged on its own: a miscopy is not
-blamed on an earlier mistake.
+blamed on an earlier mistake. `--by-digit` splits the prompt copies further, by template and by the
+digit's place in its number (`buy 3-digit #2`: the middle digit of buy's 3-digit number), which
+separates finding the number (its first digit) from copying on from there.
 
-    python -m harness.toy.diagnose harness/toy/checkpoint --n 200
+    python -m harness.toy.diagnose harness/toy/checkpoint --n 200 [--by-digit]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 from collections import Counter
@@ -54,18 +57,40 @@ def token_roles(tokenizer, prompt: str, solution_ids: list[int]) -> list[str]:
 
 
 @torch.no_grad()
-def teacher_forced_by_role(model, tokenizer, problems) -> dict[str, tuple[int, int]]:
-    """{role: (correct, total)} of greedy next-token predictions on the gold solutions (+ EOS)."""
+def teacher_forced(model, tokenizer, problem) -> tuple[list[str], list[bool]]:
+    """(role, greedy prediction right?) for each gold solution token (+ EOS) of one problem."""
     from harness.toy.train import encode
 
+    x0, start = encode(tokenizer, problem)
+    predicted = model(input_ids=torch.tensor([x0])).logits[0, start - 1:-1].argmax(-1).tolist()
+    return token_roles(tokenizer, problem.prompt, x0[start:]), [w == g for w, g in zip(x0[start:], predicted)]
+
+
+def teacher_forced_by_role(model, tokenizer, problems) -> dict[str, tuple[int, int]]:
+    """{role: (correct, total)} of greedy next-token predictions on the gold solutions (+ EOS)."""
     correct, total = Counter(), Counter()
     for problem in problems:
-        x0, start = encode(tokenizer, problem)
-        predicted = model(input_ids=torch.tensor([x0])).logits[0, start - 1:-1].argmax(-1).tolist()
-        for role, want, got in zip(token_roles(tokenizer, problem.prompt, x0[start:]), x0[start:], predicted):
+        for role, right in zip(*teacher_forced(model, tokenizer, problem)):
             total[role] += 1
-            correct[role] += want == got
+            correct[role] += right
     return {role: (correct[role], total[role]) for role in ROLES if total[role]}
+
+
+def prompt_copies_by_digit(model, tokenizer, problems) -> dict[str, tuple[int, int]]:
+    """{"<template> <n>-digit #<k>": (correct, total)} over the copy_prompt digits: the k-th digit
+    of an n-digit number copied from the prompt (digits are single tokens in the toy tokenizer)."""
+    correct, total = Counter(), Counter()
+    for problem in problems:
+        # a maximal run of copy_prompt tokens is one copied number (operators separate numbers)
+        for role, run in itertools.groupby(zip(*teacher_forced(model, tokenizer, problem)), key=lambda rr: rr[0]):
+            run = [right for _, right in run]
+            if role != "copy_prompt":
+                continue
+            for place, right in enumerate(run, 1):
+                key = f"{problem.meta['template']} {len(run)}-digit #{place}"
+                total[key] += 1
+                correct[key] += right
+    return {key: (correct[key], total[key]) for key in sorted(total)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,11 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("path", help="a toy checkpoint directory")
     parser.add_argument("--n", type=int, default=200, help="arith test problems")
+    parser.add_argument("--by-digit", action="store_true",
+                        help="prompt copies by template and digit place instead of all tokens by role")
     args = parser.parse_args(argv)
     model, tokenizer = load(args.path)
-    counts = teacher_forced_by_role(model, tokenizer, distinct_problems("arith", "test", args.n))
-    print(json.dumps({role: {"correct": c, "total": t, "accuracy": round(c / t, 3)}
-                      for role, (c, t) in counts.items()}, indent=1))
+    count = prompt_copies_by_digit if args.by_digit else teacher_forced_by_role
+    counts = count(model, tokenizer, distinct_problems("arith", "test", args.n))
+    print(json.dumps({key: {"correct": c, "total": t, "accuracy": round(c / t, 3)}
+                      for key, (c, t) in counts.items()}, indent=1))
     return 0
 
 

@@ -1,6 +1,6 @@
 """`pdbench train-toy`: train the shipped toy model, SDLM-style, on the synthetic suites (CPU, seeded).
 
-    pdbench train-toy                      # the shipped checkpoint (all defaults, ~26 min on 2 cores)
+    pdbench train-toy                      # the shipped checkpoint (all defaults, 24-26 min on 2 cores)
     pdbench train-toy --out /tmp/toy --steps 1200 --seed 1
 
 Objective per packed batch (layout.py): plain next-token cross-entropy on the clean response (what

@@ -218,14 +218,19 @@ def test_diagnose_roles_of_a_worked_solution():
     assert {roles[i] for i, c in enumerate(solution) if not c.isdigit()} == {"other"}
 
 
-def test_diagnose_teacher_forced_counts_every_solution_token(tokenizer):
+@pytest.fixture(scope="module")
+def random_model(tokenizer):
+    torch.manual_seed(0)
+    return make_model(tiny_config(), tokenizer).eval()
+
+
+def test_diagnose_teacher_forced_counts_every_solution_token(tokenizer, random_model):
     """On a random-weight model the counts still cover each solution token (+ EOS) exactly once."""
     from harness.toy.diagnose import teacher_forced_by_role
     from harness.toy.train import encode
     from suites.synthetic import distinct_problems
 
-    torch.manual_seed(0)
-    model = make_model(tiny_config(), tokenizer).eval()
+    model = random_model
     problems = distinct_problems("arith", "test", 3)
     counts = teacher_forced_by_role(model, tokenizer, problems)
     assert sum(t for _, t in counts.values()) == sum(len(encode(tokenizer, p)[0]) - encode(tokenizer, p)[1]
@@ -233,13 +238,12 @@ def test_diagnose_teacher_forced_counts_every_solution_token(tokenizer):
     assert all(0 <= c <= t for c, t in counts.values())
 
 
-def test_diagnose_prompt_copies_by_digit(tokenizer):
+def test_diagnose_prompt_copies_by_digit(tokenizer, random_model):
     """Each copied prompt number is counted once per digit, under its template, length and place."""
     from harness.toy.diagnose import prompt_copies_by_digit, teacher_forced_by_role
     from suites.synthetic import distinct_problems
 
-    torch.manual_seed(0)
-    model = make_model(tiny_config(), tokenizer).eval()
+    model = random_model
     buy = next(p for p in distinct_problems("arith", "test", 20) if p.meta["template"] == "buy")
     counts = prompt_copies_by_digit(model, tokenizer, [buy])  # `4*24=080+016=096. 487+096=583.`: 4, 24, 487
     assert {key: t for key, (_, t) in counts.items()} == {

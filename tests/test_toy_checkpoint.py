@@ -1,5 +1,5 @@
 """The shipped toy checkpoint on a fixed 30-problem subset of each synthetic suite: accuracy and
-tokens-per-forward floors (measured values minus a margin, see harness/toy/checkpoint/TRAINING.md),
+tokens-per-forward floors (measured values minus a margin, see toy/TRAINING.md),
 so that a regression in a decoder, a suite or the loader shows up in CI."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import decoders
 import suites
 from harness.models import TOY_CHECKPOINT, load_model
-from harness.toy.evaluate import decode_and_grade
+from toy.evaluate import decode_and_grade
 
 N = 30
 NEW = 96

@@ -9,7 +9,8 @@ import re
 import pytest
 
 import suites
-from suites.synthetic import ARITH_TEMPLATES, arith_drill, problem_at, split_of, train_stream
+from suites.synthetic import ARITH_TEMPLATES, problem_at, split_of
+from toy.data import arith_drill, train_stream
 
 
 def test_registered():
@@ -97,8 +98,8 @@ def test_bad_split_is_rejected():
 
 def test_training_encoding_matches_the_suite_render():
     """The model is trained on exactly the prompt ids the harness will feed it."""
-    from harness.toy.tokenizer import build_tokenizer
-    from harness.toy.train import encode
+    from toy.tokenizer import build_tokenizer
+    from toy.train import encode
     from suites.synthetic import distinct_problems
 
     tokenizer = build_tokenizer()

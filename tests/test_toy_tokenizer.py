@@ -9,8 +9,8 @@ import pytest
 
 import suites
 from harness.models import TOY_CHECKPOINT, load_tokenizer
-from harness.toy.tokenizer import CHAT_TEMPLATE, IM_END, IM_START, MASK, PAD, build_backend, build_tokenizer, save_tokenizer
-from suites.synthetic import SYSTEM_PROMPT
+from toy.tokenizer import CHAT_TEMPLATE, IM_END, IM_START, MASK, PAD, build_backend, build_tokenizer, save_tokenizer
+from suites.prompts import SYSTEM_PROMPT
 
 ODD_TEXTS = [
     "Weird  spacing\n\n\tand tabs   ",

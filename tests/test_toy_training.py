@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from harness.models import TOY_CHECKPOINT
-from harness.toy.layout import IGNORE, build_example, pack, visibility
-from harness.toy.train import TrainConfig, losses, make_model, parse_args, train
+from toy.layout import IGNORE, build_example, pack, visibility
+from toy.train import TrainConfig, losses, make_model, parse_args, train
 
 M = 99  # mask id in the hand-made layouts
 
@@ -90,7 +90,7 @@ def tiny_config(**kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from harness.toy.tokenizer import build_tokenizer
+    from toy.tokenizer import build_tokenizer
 
     if (TOY_CHECKPOINT / "tokenizer.json").exists():
         from harness.models import load_tokenizer
@@ -133,7 +133,7 @@ def check_packed_equals_inference(model, x0s, D: int, mask_id: int, n_heads: int
 
 
 def encoded_problems(tokenizer, n=2):
-    from harness.toy.train import encode
+    from toy.train import encode
     from suites.synthetic import problem_at
 
     return [encode(tokenizer, problem_at(kind, "test", i)) for i in range(n) for kind in ("arith", "code")]
@@ -158,7 +158,7 @@ def test_packed_training_layout_equals_inference_forward_shipped(tokenizer):
 
 
 def test_a_few_steps_reduce_the_loss_deterministically(tokenizer, tmp_path):
-    from harness.toy.train import batches
+    from toy.train import batches
 
     cfg = tiny_config(steps=25, rows=2, row_len=320, lr=3e-3, warmup=5, threads=1)
     torch.manual_seed(0)
@@ -183,7 +183,8 @@ def test_a_few_steps_reduce_the_loss_deterministically(tokenizer, tmp_path):
     assert after["ar"] < before["ar"] - 0.5 and after["block"] < before["block"] - 0.5
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["block_size"] == 4 and config["text_mask_token_id"] == tokenizer.mask_token_id
-    assert "pdbench train-toy" in (tmp_path / "a" / "TRAINING.md").read_text()
+    record = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert record["command"] == "python -m toy.train --x" and record["config"]["steps"] == cfg.steps
 
 
 def clean_text(batch, tokenizer) -> str:
@@ -221,7 +222,7 @@ def test_compiled_training_matches_eager_and_repeats_bit_for_bit(tokenizer, tmp_
 
 def test_drills_are_mixed_in_by_fraction(tokenizer):
     """--drill-frac: bare arithmetic text packed next to chat-rendered problems, at about that share."""
-    from harness.toy.train import batches
+    from toy.train import batches
 
     def row_texts(frac):
         return clean_text(next(batches(tiny_config(rows=4, row_len=512, drill_frac=frac), tokenizer)), tokenizer)
@@ -235,7 +236,7 @@ def test_drills_are_mixed_in_by_fraction(tokenizer):
 def test_drills_start_at_drill_from(tokenizer):
     """--drill-from 0.5 of 4 steps, drill_frac 1: steps 0-1 hold only problems; from step 2 every new
     example is a drill (step 2 may still start with the problem that did not fit into step 1)."""
-    from harness.toy.train import batches
+    from toy.train import batches
 
     cfg = tiny_config(steps=4, rows=2, row_len=512, drill_frac=1.0, drill_from=0.5)
     texts = [clean_text(batch, tokenizer) for batch in itertools.islice(batches(cfg, tokenizer), 4)]
@@ -246,13 +247,20 @@ def test_drills_start_at_drill_from(tokenizer):
 
 def test_train_toy_flags_parse():
     """Boolean options take --x / --no-x (argparse's type=bool would read "False" as True)."""
-    cfg = parse_args(["--compile", "--no-fused-adamw", "--drill-from", "0.25", "--steps", "7"])
+    cfg = parse_args(["--out", "x", "--compile", "--no-fused-adamw", "--drill-from", "0.25", "--steps", "7"])
     assert cfg.compile is True and cfg.fused_adamw is False and cfg.drill_from == 0.25 and cfg.steps == 7
-    assert parse_args([]) == TrainConfig()
+    assert parse_args(["--out", "x"]) == TrainConfig(out="x")
+
+
+def test_out_is_required(capsys):
+    """Training never writes into the package by default: the run directory must be named."""
+    with pytest.raises(SystemExit):
+        parse_args(["--steps", "7"])
+    assert "--out" in capsys.readouterr().err
 
 
 def test_compile_without_a_cxx_compiler_fails_before_training(monkeypatch, tmp_path):
-    import harness.toy.train as train_module
+    import toy.train as train_module
 
     monkeypatch.setattr(train_module.shutil, "which", lambda name: None)
     with pytest.raises(SystemExit, match="--no-compile"):
@@ -261,7 +269,7 @@ def test_compile_without_a_cxx_compiler_fails_before_training(monkeypatch, tmp_p
 
 
 def test_diagnose_roles_of_a_worked_solution():
-    from harness.toy.diagnose import char_roles
+    from toy.diagnose import char_roles
 
     prompt = "Gina has 138 pens. Gina buys 6 packs of 49 pens. How many pens does Gina have now?"
     solution = "6*49=240+054=294. 138+294=432. \\boxed{432}"
@@ -283,8 +291,8 @@ def random_model(tokenizer):
 
 def test_diagnose_teacher_forced_counts_every_solution_token(tokenizer, random_model):
     """On a random-weight model the counts still cover each solution token (+ EOS) exactly once."""
-    from harness.toy.diagnose import teacher_forced_by_role
-    from harness.toy.train import encode
+    from toy.diagnose import teacher_forced_by_role
+    from toy.train import encode
     from suites.synthetic import distinct_problems
 
     problems = distinct_problems("arith", "test", 3)
@@ -296,7 +304,7 @@ def test_diagnose_teacher_forced_counts_every_solution_token(tokenizer, random_m
 
 def test_diagnose_prompt_copies_by_digit(tokenizer, random_model):
     """Each copied prompt number is counted once per digit, under its template, length and place."""
-    from harness.toy.diagnose import prompt_copies_by_digit, teacher_forced_by_role
+    from toy.diagnose import prompt_copies_by_digit, teacher_forced_by_role
     from suites.synthetic import distinct_problems
 
     buy = next(p for p in distinct_problems("arith", "test", 20) if p.meta["template"] == "buy")

@@ -1,16 +1,17 @@
-"""`pdbench train-toy`: train the shipped toy model, SDLM-style, on the synthetic suites (CPU, seeded).
+"""Train the toy SDLM model, SDLM-style, on the synthetic suites (CPU, seeded). Run from the repo root:
 
-    pdbench train-toy                      # the shipped checkpoint (all defaults, ~18 min on 2 cores)
-    pdbench train-toy --out /tmp/toy --steps 1200 --seed 1
+    python -m toy.train --out /tmp/toy             # the shipped pdbench-toy recipe (all defaults, ~18 min on 2 cores)
+    python -m toy.train --out /tmp/toy --steps 1200 --seed 1
 
 Objective per packed batch (layout.py): plain next-token cross-entropy on the clean response (what
 `ar` decodes with) + cross-entropy on the block rows (SDLM's next-sequence prediction, sdlm.md §4,
 D = --block-size), where a fraction --partial-frac of blocks are partially revealed (what
 `block-diffusion` sees after its first pass). A share --drill-frac of the packed examples are bare
-arithmetic drills (suites.synthetic.arith_drill) instead of rendered problems. Deterministic on CPU
+arithmetic drills (toy/data.py arith_drill) instead of rendered problems. Deterministic on CPU
 for a given seed and thread count: data comes from seeded streams, the model from torch.manual_seed.
-Writes the checkpoint, tokenizer, train_log.jsonl (one line per --log-every steps) and TRAINING.md
-into --out.
+Writes the checkpoint, tokenizer, train_log.jsonl (one line per --log-every steps) and run.json (the
+command, config, wall time and size) into --out, which is required: nothing here writes into the
+package. Shipping a run = copying its weights into harness/checkpoints/ and its log into toy/logs/.
 """
 
 from __future__ import annotations
@@ -35,17 +36,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from harness.toy.layout import IGNORE, Example, build_example, pack
-from harness.toy.tokenizer import IM_END, PAD, build_tokenizer, save_tokenizer
+from toy.layout import IGNORE, Example, build_example, pack
+from toy.tokenizer import IM_END, PAD, build_tokenizer, save_tokenizer
 from suites.prompts import plain_from_messages, render_ids
-from suites.synthetic import Problem, arith_drill, chat_messages, train_stream
-
-DEFAULT_OUT = Path(__file__).parent / "checkpoint"
-
+from suites.synthetic import Problem
+from toy.data import arith_drill, chat_messages, train_stream
 
 @dataclass
 class TrainConfig:
-    out: str = str(DEFAULT_OUT)
+    out: str = ""  # required: the run directory
     steps: int = 4000
     rows: int = 2  # rows per step
     row_len: int = 512  # tokens per row (several examples packed per row)
@@ -178,7 +177,7 @@ def check_compiler(cfg: TrainConfig) -> None:
     """--compile fails deep inside inductor, after the model is built, without a C++ compiler: say so first."""
     candidates = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
     if cfg.compile and not any(c and shutil.which(c) for c in candidates):
-        raise SystemExit("train-toy --compile needs a C++ compiler (torch.compile builds its CPU kernels with one); "
+        raise SystemExit("toy.train --compile needs a C++ compiler (torch.compile builds its CPU kernels with one); "
                          "none found as $CXX, g++, c++ or clang++. Install one, or pass --no-compile (which trains "
                          "a model that differs from the shipped checkpoint in rounding).")
 
@@ -207,7 +206,7 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> Path:
     log = log_path.open("w")
     t0, cpu0, tokens, data = time.perf_counter(), time.process_time(), 0, batches(cfg, tokenizer)
     model.train()
-    bar = tqdm(range(cfg.steps), desc=f"train-toy {n_params / 1e6:.1f}M", unit="step")
+    bar = tqdm(range(cfg.steps), desc=f"toy.train {n_params / 1e6:.1f}M", unit="step")
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -229,35 +228,27 @@ def train(cfg: TrainConfig, argv: list[str] | None = None) -> Path:
     wall = time.perf_counter() - t0
     model.eval()
     save_checkpoint(model, tokenizer, out)
-    command = "pdbench train-toy " + shlex.join(argv if argv is not None else sys.argv[1:])
-    write_training_md(out, cfg, command, wall, n_params, tokens)
+    command = "python -m toy.train " + shlex.join(argv if argv is not None else sys.argv[1:])
+    write_run_record(out, cfg, command, wall, n_params, tokens)
     if cfg.eval_n:
-        from harness.toy.evaluate import evaluate_dir
+        from toy.evaluate import evaluate_dir
 
         print(json.dumps(evaluate_dir(out, cfg.eval_n), indent=1))
     return out
 
 
-def write_training_md(out: Path, cfg: TrainConfig, command: str, wall: float, n_params: int, tokens: int) -> None:
-    lines = [
-        "# pdbench-toy checkpoint", "",
-        "Trained by `harness/toy/train.py` (SDLM next-sequence prediction + next-token loss, "
-        "see that file and layout.py).", "",
-        f"- command: `{command}`",
-        f"- seed: {cfg.seed}",
-        f"- wall time: {wall / 60:.1f} min on {cfg.threads} CPU threads (torch {torch.__version__})",
-        f"- parameters: {n_params / 1e6:.2f} M, {cfg.steps} steps, {tokens} non-filler tokens",
-        "- loss log: `train_log.jsonl`", "",
-        "## Config", "", "```json", json.dumps(asdict(cfg), indent=1), "```", "",
-    ]
-    (out / "TRAINING.md").write_text("\n".join(lines))
+def write_run_record(out: Path, cfg: TrainConfig, command: str, wall: float, n_params: int, tokens: int) -> None:
+    """run.json: enough to reproduce and compare the run (the hand-written history is toy/TRAINING.md)."""
+    record = {"command": command, "wall_s": round(wall, 1), "threads": cfg.threads, "torch": torch.__version__,
+              "n_params": n_params, "tokens": tokens, "config": asdict(cfg)}
+    (out / "run.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 def parse_args(argv: list[str] | None) -> TrainConfig:
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="pdbench train-toy", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m toy.train", description=__doc__.split("\n\n")[0])
     helps = {
-        "out": "checkpoint directory (default: the shipped harness/toy/checkpoint)",
+        "out": "run directory for the checkpoint, its log and run.json (required)",
         "steps": "optimizer steps (the schedule is fixed by this, so runs are reproducible)",
         "rows": "packed rows per step", "row_len": "tokens per packed row", "seed": "data + init seed",
         "block_size": "SDLM block size D", "partial_frac": "share of partially revealed blocks",
@@ -272,7 +263,9 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     for name, value in asdict(defaults).items():
         flag = "--" + name.replace("_", "-")
         help_text = helps.get(name, name.replace("_", " ")) + f" (default {value!r})"
-        if isinstance(value, bool):  # --compile / --no-compile (type=bool would read "False" as True)
+        if name == "out":
+            parser.add_argument(flag, required=True, help=helps["out"])
+        elif isinstance(value, bool):  # --compile / --no-compile (type=bool would read "False" as True)
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=help_text)
         else:
             parser.add_argument(flag, type=type(value), default=value, help=help_text)
@@ -284,8 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     train(parse_args(argv), argv)
     return 0
 
-
-train_toy = main  # the name the CLI wires as `pdbench train-toy`
 
 if __name__ == "__main__":
     sys.exit(main())

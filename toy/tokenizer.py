@@ -19,7 +19,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from suites.synthetic import SYSTEM_PROMPT, train_stream
+from suites.prompts import SYSTEM_PROMPT
+from toy.data import train_stream
 
 PAD, IM_START, IM_END, MASK = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<text_mask>"
 SPECIALS = [PAD, IM_START, IM_END, MASK]  # ids 0..3

@@ -7,7 +7,7 @@ decoders recompute the whole sequence each forward (no cache), batch 1, fp32:
     positions n-1.. sees the prefix before x_{n-1} and itself; accept the longest prefix with
     p > threshold (at least 1); threshold >= 1 is first-token-only decoding.
 
-    python -m harness.toy.evaluate harness/toy/checkpoint --n 100
+    python -m toy.evaluate harness/checkpoints/pdbench-toy --n 100
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 import suites
+from harness.models import TOY_CHECKPOINT
 
 
 def load(path: str | Path):
@@ -166,7 +167,7 @@ def evaluate_dir(path: str | Path, n: int, **kwargs) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="greedy AR / SDLM accuracy of a toy checkpoint")
-    parser.add_argument("path", nargs="?", default=str(Path(__file__).parent / "checkpoint"))
+    parser.add_argument("path", nargs="?", default=str(TOY_CHECKPOINT))
     parser.add_argument("--n", type=int, default=100, help="test problems per suite")
     parser.add_argument("--thresholds", type=float, nargs="*", default=[1.0, 0.9])
     parser.add_argument("--decoders", action="store_true",

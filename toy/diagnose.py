@@ -11,7 +11,7 @@ blamed on an earlier mistake. `--by-digit` splits the prompt copies further, by 
 digit's place in its number (`buy 3-digit #2`: the middle digit of buy's 3-digit number), which
 separates finding the number (its first digit) from copying on from there.
 
-    python -m harness.toy.diagnose harness/toy/checkpoint --n 200 [--by-digit]
+    python -m toy.diagnose harness/checkpoints/pdbench-toy --n 200 [--by-digit]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def token_roles(tokenizer, prompt: str, solution_ids: list[int]) -> list[str]:
 @torch.no_grad()
 def teacher_forced(model, tokenizer, problem) -> tuple[list[str], list[bool]]:
     """(role, greedy prediction right?) for each gold solution token (+ EOS) of one problem."""
-    from harness.toy.train import encode
+    from toy.train import encode
 
     x0, start = encode(tokenizer, problem)
     predicted = model(input_ids=torch.tensor([x0])).logits[0, start - 1:-1].argmax(-1).tolist()
@@ -94,7 +94,7 @@ def prompt_copies_by_digit(model, tokenizer, problems) -> dict[str, tuple[int, i
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.toy.evaluate import load
+    from toy.evaluate import load
     from suites.synthetic import distinct_problems
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -1,7 +1,7 @@
 """Model loading and the ModelAdapter that every decoder runs the network through.
 
-The adapter is the only code that calls the model. It counts and times every forward (CUDA events on
-GPU, perf_counter on CPU) so that no decoder can misreport its cost, turns the decoders' boolean
+The adapter is the only code that calls the model. Hooks on the model count and time every forward
+(CUDA events on GPU, perf_counter on CPU), whoever calls it, so that no decoder can misreport its cost, turns the decoders' boolean
 visibility into the additive 4D mask stock transformers models accept as-is, and manages the
 `DynamicCache` (crop back to the committed length, select batch rows).
 """
@@ -9,6 +9,7 @@ visibility into the additive 4D mask stock transformers models accept as-is, and
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import time
 from pathlib import Path
@@ -136,8 +137,16 @@ class HFModelAdapter:
         self.eos_ids = self._find_eos_ids()
         pad = tokenizer.pad_token_id if tokenizer is not None else None
         self.pad_id = int(pad) if pad is not None and pad != self.mask_id else self.eos_ids[0]
-        self.n_forward = 0
+        # Every call of the wrapped model is counted and timed by hooks on it, so a decoder that runs
+        # the model's own generate() is measured exactly like one that calls forward() here.
         self._times: list = []  # per forward: seconds (CPU) or a (start, end) CUDA event pair
+        self._open = None  # the running forward's start (perf_counter value or CUDA event)
+        hf_model.register_forward_pre_hook(self._start_timer, with_kwargs=True)
+        hf_model.register_forward_hook(self._stop_timer, with_kwargs=True)
+        # transformers 5.24 renamed the forward's `past_key_values` to `cache` (the old name warns on
+        # every call and goes in 5.40); 5.17-5.23 know only the old one.
+        params = inspect.signature(type(hf_model).forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     # -- special tokens -------------------------------------------------------------------------
     def _find_mask_id(self) -> int | None:
@@ -184,34 +193,42 @@ class HFModelAdapter:
         return out
 
     # -- the forward ------------------------------------------------------------------------------
+    def _start_timer(self, module, args, kwargs) -> None:
+        if self.device.type == "cuda":
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+            self._open = start
+        else:
+            self._open = time.perf_counter()
+
+    def _stop_timer(self, module, args, kwargs, output) -> None:
+        if self.device.type == "cuda":
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._times.append((self._open, end))
+        else:
+            self._times.append(time.perf_counter() - self._open)
+
+    @property
+    def n_forward(self) -> int:
+        """Forwards of the wrapped model since the adapter was made, whoever called them."""
+        return len(self._times)
+
     @torch.no_grad()
     def forward(self, input_ids, position_ids, visible, cache, logits_to_keep: int) -> torch.Tensor:
-        """One counted, timed forward. `visible` [B, q, kv] bool becomes an additive mask in the
-        model dtype (0 / finfo.min: finfo.min, not -inf, so a fully hidden filler row gives no NaN)."""
+        """One forward. `visible` [B, q, kv] bool becomes an additive mask in the model dtype
+        (0 / finfo.min: finfo.min, not -inf, so a fully hidden filler row gives no NaN)."""
         mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device)
         mask.masked_fill_(~visible.to(self.device), torch.finfo(self.dtype).min)
-        cuda = self.device.type == "cuda"
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-        else:
-            t0 = time.perf_counter()
         out = self.hf_model(
             input_ids=input_ids.to(self.device),
             position_ids=position_ids.to(self.device),
             attention_mask=mask[:, None],
-            past_key_values=cache,
             use_cache=cache is not None,
             logits_to_keep=logits_to_keep,
+            **{self._cache_kwarg: cache},
         )
-        logits = out.logits.float()
-        if cuda:
-            end.record()
-            self._times.append((start, end))
-        else:
-            self._times.append(time.perf_counter() - t0)
-        self.n_forward += 1
-        return logits
+        return out.logits.float()
 
     def forward_seconds(self, first: int, stop: int) -> list[float]:
         out = []

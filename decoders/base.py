@@ -62,13 +62,14 @@ class ModelAdapter(Protocol):
         visible: torch.Tensor,  # [B, q, kv] bool: query i may attend key j (kv = cache + q)
         cache,  # a transformers Cache or None
         logits_to_keep: int,  # only the last `logits_to_keep` positions get logits
+        write_slots: torch.Tensor | None = None,  # [B, q] slot-cache positions (static engine only)
     ) -> torch.Tensor:  # [B, logits_to_keep, V] float32
         ...
 
     def new_cache(self): ...
 
     def new_static_cache(self, batch_size: int, length: int):
-        """A fixed-shape cache whose `write_slots` [B, q] says where each query's KV goes."""
+        """A fixed-shape cache; each forward's `write_slots` [B, q] say where each query's KV goes."""
         ...
 
     def crop_cache(self, cache, length: int) -> None: ...

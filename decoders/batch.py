@@ -1,5 +1,11 @@
 """A batch of sequences that advance at different speeds over one shared KV cache.
 
+`Batch` is what a decoder holds: per-row bookkeeping (commit, EOS and length cuts, accepted counts,
+timing) and `forward`, which it hands to an engine that owns the cache. Two engines share that
+two-method interface (`forward(rows, heads, window, offsets, window_vis)`, `drop(keep)`):
+`DynamicEngine` below (a growing DynamicCache, or none) and `StaticEngine` (decoders/static.py,
+fixed shapes over a slot cache).
+
 Every decoder in this package runs the same kind of forward. For each row b with committed tokens x:
 
     [x[c_b : h_b]]           committed tokens not yet in the cache, encoded causally
@@ -50,19 +56,20 @@ class Row:
         return len(self.seq) - self.prompt_len
 
 
-class RaggedBatch:
-    def __init__(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int, use_cache: bool):
+class Batch:
+    """The rows of one generate() call and the engine that runs their forwards."""
+
+    def __init__(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int, engine):
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r}; must be an int >= 1")
         self.model = model
+        self.engine = engine
         self.max_new_tokens = max_new_tokens
         self.eos = set(model.eos_ids)
         self.rows = [Row(i, list(p), len(p)) for i, p in enumerate(prompts)]
-        self.active: list[Row] = list(self.rows)  # in cache-row order
-        self.cache = model.new_cache() if use_cache else None
-        self.kv_valid = torch.zeros(len(prompts), 0, dtype=torch.bool)
+        self.active: list[Row] = list(self.rows)  # in the engine's row order
         model.synchronize()
         self.t0 = time.perf_counter()
 
@@ -75,48 +82,12 @@ class RaggedBatch:
     ) -> torch.Tensor:
         """Run one forward for all active rows. Returns logits [A, W, V] for the window, or [A, 1, V]
         (the prediction after x[h_b - 1]) when there is no window."""
-        A = len(self.active)
-        W = 0 if window is None else window.shape[1]
-        starts = [r.cached for r in self.active]
-        k = [h - c for h, c in zip(heads, starts)]
-        K = max(k)
-        ids = torch.full((A, K + W), self.model.pad_id, dtype=torch.long)
-        pos = torch.zeros((A, K + W), dtype=torch.long)
-        causal_valid = torch.zeros((A, K), dtype=torch.bool)
-        for i, (r, h, c, kb) in enumerate(zip(self.active, heads, starts, k)):
-            ids[i, K - kb:K] = torch.tensor(r.seq[c:h], dtype=torch.long)
-            pos[i, K - kb:K] = torch.arange(c, h)
-            causal_valid[i, K - kb:] = True
-            if W:
-                pos[i, K:] = h + offsets
-        if W:
-            ids[:, K:] = window
-
-        C = self.kv_valid.shape[1] if self.cache is not None else 0
-        vis = torch.zeros((A, K + W, C + K + W), dtype=torch.bool)
-        if C:
-            vis[:, :, :C] = self.kv_valid[:, None, :]
-        causal = torch.ones(K, K, dtype=torch.bool).tril()
-        vis[:, :K, C:C + K] = causal[None] & causal_valid[:, None, :]
-        if W:
-            vis[:, K:, C:C + K] = causal_valid[:, None, :]
-            vis[:, K:, C + K:] = window_vis[None]
-
-        logits = self.model.forward(ids, pos, vis, self.cache, W if W else 1)
-        if self.cache is not None:
-            self.model.crop_cache(self.cache, C + K)
-            self.kv_valid = torch.cat([self.kv_valid, causal_valid], dim=1)
-            for r, h in zip(self.active, heads):
-                r.cached = h
-        self.record_forward()
-        return logits
-
-    def record_forward(self) -> None:
-        """Every active row took part in the forward just run."""
-        index = self.model.n_forward - 1
+        logits = self.engine.forward(self.active, heads, window, offsets, window_vis)
+        index = self.model.n_forward - 1  # every active row took part in the forward just run
         for r in self.active:
             r.forwards.append(index)
             r.accepted.append(0)
+        return logits
 
     def commit(self, row: Row, tokens: list[int], decided_at: list[int] | None = None) -> None:
         """Append tokens to a row, cut after the first EOS and at max_new_tokens. `decided_at[i]` is
@@ -144,13 +115,9 @@ class RaggedBatch:
 
     def drop_finished(self) -> None:
         keep = [i for i, r in enumerate(self.active) if r.finish is None]
-        if len(keep) == len(self.active):
-            return
-        index = torch.tensor(keep, dtype=torch.long)
-        if self.cache is not None and self.kv_valid.shape[1]:
-            self.model.select_cache_rows(self.cache, index)
-        self.kv_valid = self.kv_valid[index]
-        self.active = [self.active[i] for i in keep]
+        if len(keep) < len(self.active):
+            self.engine.drop(keep)
+            self.active = [self.active[i] for i in keep]
 
     def results(self) -> list[DecodeResult]:
         out = []
@@ -161,12 +128,66 @@ class RaggedBatch:
         return out
 
 
-def open_batch(decoder, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int,
-               max_window: int = 0, max_commit: int = 1) -> RaggedBatch:
-    """The batch engine a decoder's settings ask for. `max_window` is the widest window the decoder
-    will pass, `max_commit` the most tokens one step can commit (they size the static path)."""
-    if decoder.engine == "static":
-        from decoders.static import StaticBatch
+class DynamicEngine:
+    """The growing-cache layout of the module docstring (use_cache=False: nothing kept, every forward
+    re-encodes the whole committed prefix)."""
 
-        return StaticBatch(model, prompts, max_new_tokens, max_window, max_commit)
-    return RaggedBatch(model, prompts, max_new_tokens, decoder.use_cache)
+    def __init__(self, model: ModelAdapter, n_rows: int, use_cache: bool):
+        self.model = model
+        self.cache = model.new_cache() if use_cache else None
+        self.kv_valid = torch.zeros(n_rows, 0, dtype=torch.bool)  # [A, C]: cache slots row b may see
+
+    def forward(self, rows: list[Row], heads: list[int], window, offsets, window_vis) -> torch.Tensor:
+        A = len(rows)
+        W = 0 if window is None else window.shape[1]
+        starts = [r.cached for r in rows]
+        k = [h - c for h, c in zip(heads, starts)]
+        K = max(k)
+        ids = torch.full((A, K + W), self.model.pad_id, dtype=torch.long)
+        pos = torch.zeros((A, K + W), dtype=torch.long)
+        causal_valid = torch.zeros((A, K), dtype=torch.bool)
+        for i, (r, h, c, kb) in enumerate(zip(rows, heads, starts, k)):
+            ids[i, K - kb:K] = torch.tensor(r.seq[c:h], dtype=torch.long)
+            pos[i, K - kb:K] = torch.arange(c, h)
+            causal_valid[i, K - kb:] = True
+            if W:
+                pos[i, K:] = h + offsets
+        if W:
+            ids[:, K:] = window
+
+        C = self.kv_valid.shape[1] if self.cache is not None else 0
+        vis = torch.zeros((A, K + W, C + K + W), dtype=torch.bool)
+        if C:
+            vis[:, :, :C] = self.kv_valid[:, None, :]
+        causal = torch.ones(K, K, dtype=torch.bool).tril()
+        vis[:, :K, C:C + K] = causal[None] & causal_valid[:, None, :]
+        if W:
+            vis[:, K:, C:C + K] = causal_valid[:, None, :]
+            vis[:, K:, C + K:] = window_vis[None]
+
+        logits = self.model.forward(ids, pos, vis, self.cache, W if W else 1)
+        if self.cache is not None:
+            self.model.crop_cache(self.cache, C + K)
+            self.kv_valid = torch.cat([self.kv_valid, causal_valid], dim=1)
+            for r, h in zip(rows, heads):
+                r.cached = h
+        return logits
+
+    def drop(self, keep: list[int]) -> None:
+        index = torch.tensor(keep, dtype=torch.long)
+        if self.cache is not None and self.kv_valid.shape[1]:
+            self.model.select_cache_rows(self.cache, index)
+        self.kv_valid = self.kv_valid[index]
+
+
+def open_batch(decoder, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int,
+               max_window: int = 0, max_commit: int = 1) -> Batch:
+    """The batch a decoder's settings ask for. `max_window` is the widest window the decoder will
+    pass, `max_commit` the most tokens one step can commit (they size the static engine)."""
+    if decoder.engine == "static":
+        from decoders.static import StaticEngine
+
+        engine = StaticEngine(model, prompts, max_new_tokens, max_window, max_commit)
+    else:
+        engine = DynamicEngine(model, len(prompts), decoder.use_cache)
+    return Batch(model, prompts, max_new_tokens, engine)

@@ -21,7 +21,7 @@ import torch
 
 from decoders import register
 from decoders.base import Decoder, DecodeResult, ModelAdapter, check
-from decoders.batch import RaggedBatch, Row, open_batch
+from decoders.batch import Batch, Row, open_batch
 from decoders.sampling import choose, make_generator
 
 
@@ -98,7 +98,7 @@ class BlockDiffusion(Decoder):
         return batch.results()
 
     @staticmethod
-    def _maybe_commit(batch: RaggedBatch, row: Row, block: _Block, eos: set[int]) -> bool:
+    def _maybe_commit(batch: Batch, row: Row, block: _Block, eos: set[int]) -> bool:
         """Commit the block when it is full, or early when an EOS has no masked slot before it."""
         slots = block.tokens[: block.size]
         first_mask = next((j for j, f in enumerate(block.decided_at[: block.size]) if f < 0), block.size)

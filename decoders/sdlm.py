@@ -18,7 +18,7 @@ import torch
 
 from decoders import register
 from decoders.base import Decoder, DecodeResult, ModelAdapter, check
-from decoders.batch import RaggedBatch, open_batch
+from decoders.batch import Batch, open_batch
 from decoders.sampling import choose, make_generator
 
 
@@ -41,7 +41,7 @@ class _SDLMBase(Decoder):
     def needs_mask_token(self) -> bool:  # D = 1 has no mask slot
         return self.block_size > 1
 
-    def first_window(self, batch: RaggedBatch, mask_id: int) -> torch.Tensor:
+    def first_window(self, batch: Batch, mask_id: int) -> torch.Tensor:
         """[A, D]: each row's last committed token followed by D-1 masks."""
         heads = torch.tensor([[r.seq[-1]] for r in batch.active], dtype=torch.long)
         return torch.cat([heads, torch.full((len(heads), self.block_size - 1), mask_id)], dim=1)

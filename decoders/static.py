@@ -1,4 +1,4 @@
-"""The static-shape decode path: same interface and results as RaggedBatch, fixed tensor shapes.
+"""The static-shape engine: the same forwards and results as DynamicEngine, fixed tensor shapes.
 
 The cache is a slot cache (harness/slot_cache.py): row b's token at position p lives in slot p, so
 rows that advance at different speeds need no left padding and leave no holes. Every forward feeds
@@ -16,34 +16,31 @@ from __future__ import annotations
 import torch
 
 from decoders.base import ModelAdapter
-from decoders.batch import RaggedBatch
 
 
-class StaticBatch(RaggedBatch):
+class StaticEngine:
     def __init__(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int,
                  max_window: int, max_commit: int):
-        super().__init__(model, prompts, max_new_tokens, use_cache=False)
-        B = len(prompts)
+        self.model = model
+        self.B = len(prompts)
         self.max_window, self.max_commit = max_window, max_commit
         self.length = max(len(p) for p in prompts) + max_new_tokens + max_window + 1
         self.scratch, self.dump = self.length - 1 - max_window, self.length - 1
-        self.cache = model.new_static_cache(B, self.length)
-        dev = model.device
-        self.slots = torch.arange(self.length, device=dev)
-        self.B = B
+        self.cache = model.new_static_cache(self.B, self.length)
+        self.slots = torch.arange(self.length, device=model.device)
 
-    def forward(self, heads, window=None, offsets=None, window_vis=None) -> torch.Tensor:
+    def forward(self, rows, heads: list[int], window=None, offsets=None, window_vis=None) -> torch.Tensor:
         dev, B, S = self.model.device, self.B, self.length
         W = 0 if window is None else window.shape[1]
         if W > self.max_window:
             raise ValueError(f"window of {W} tokens exceeds the static cache's max_window={self.max_window}")
-        k = [h - r.cached for h, r in zip(heads, self.active)]
+        k = [h - r.cached for h, r in zip(heads, rows)]
         K = max(self.max_commit, max(k))  # static from the first decode step on; the prefill is longer
         ids = torch.full((B, K + W), self.model.pad_id, dtype=torch.long)
         c = torch.zeros(B, dtype=torch.long)
         h = torch.zeros(B, dtype=torch.long)
         active = torch.zeros(B, dtype=torch.bool)
-        for i, (r, hb, kb) in enumerate(zip(self.active, heads, k)):
+        for i, (r, hb, kb) in enumerate(zip(rows, heads, k)):
             ids[r.index, K - kb:K] = torch.tensor(r.seq[r.cached:hb], dtype=torch.long)
             if W:
                 ids[r.index, K:] = window[i]
@@ -68,12 +65,10 @@ class StaticBatch(RaggedBatch):
         see_window = (s < h[:, None, None]) | scratch_vis[None]
         vis = torch.where(valid[:, :, None], see_causal, torch.where(window_q[:, :, None], see_window, s == 0))
 
-        self.cache.write_slots = write
-        logits = self.model.forward(ids, pos, vis, self.cache, W if W else 1)
-        for r, hb in zip(self.active, heads):
+        logits = self.model.forward(ids, pos, vis, self.cache, W if W else 1, write_slots=write)
+        for r, hb in zip(rows, heads):
             r.cached = hb
-        self.record_forward()
-        return logits[torch.tensor([r.index for r in self.active], device=logits.device)]
+        return logits[torch.tensor([r.index for r in rows], device=logits.device)]
 
-    def drop_finished(self) -> None:
-        self.active = [r for r in self.active if r.finish is None]  # shapes stay: finished rows are fillers
+    def drop(self, keep: list[int]) -> None:
+        pass  # shapes stay: finished rows ride along as fillers

@@ -215,9 +215,13 @@ class HFModelAdapter:
         return len(self._times)
 
     @torch.no_grad()
-    def forward(self, input_ids, position_ids, visible, cache, logits_to_keep: int) -> torch.Tensor:
+    def forward(self, input_ids, position_ids, visible, cache, logits_to_keep: int,
+                write_slots: torch.Tensor | None = None) -> torch.Tensor:
         """One forward. `visible` [B, q, kv] bool becomes an additive mask in the model dtype
-        (0 / finfo.min: finfo.min, not -inf, so a fully hidden filler row gives no NaN)."""
+        (0 / finfo.min: finfo.min, not -inf, so a fully hidden filler row gives no NaN).
+        `write_slots` [B, q]: where a slot cache stores each query's key/value (static engine)."""
+        if write_slots is not None:
+            cache.write_next(write_slots)
         mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device)
         mask.masked_fill_(~visible.to(self.device), torch.finfo(self.dtype).min)
         out = self.hf_model(

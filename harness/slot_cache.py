@@ -28,7 +28,7 @@ class SlotLayer(CacheLayerMixin):
         pass
 
     def update(self, key_states, value_states, *args, **kwargs):
-        index = self.owner.write_slots[:, None, :, None].expand_as(key_states)  # [B, H, q, d]
+        index = self.owner.armed_slots[:, None, :, None].expand_as(key_states)  # [B, H, q, d]
         self.keys.scatter_(2, index, key_states)
         self.values.scatter_(2, index, value_states)
         return self.keys, self.values
@@ -48,6 +48,10 @@ class SlotCache(Cache):
         heads = config.num_key_value_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         shape = (batch_size, heads, length, head_dim)
-        self.write_slots = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
+        self.armed_slots = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
         super().__init__(layers=[SlotLayer(self, shape, dtype, device) for _ in range(config.num_hidden_layers)])
         self.length = length
+
+    def write_next(self, write_slots: torch.Tensor) -> None:
+        """Where the next forward's keys and values go: [B, q] slot per query token."""
+        self.armed_slots = write_slots

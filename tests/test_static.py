@@ -36,9 +36,9 @@ def test_static_decode_steps_have_fixed_shapes(binary_qwen2, prompts, name, para
     shapes = []
     forward = binary_qwen2.forward
 
-    def spy(input_ids, position_ids, visible, cache, logits_to_keep):
-        shapes.append((tuple(input_ids.shape), tuple(visible.shape), logits_to_keep))
-        return forward(input_ids, position_ids, visible, cache, logits_to_keep)
+    def spy(input_ids, position_ids, visible, cache, logits_to_keep, write_slots=None):
+        shapes.append((tuple(input_ids.shape), tuple(visible.shape), logits_to_keep, tuple(write_slots.shape)))
+        return forward(input_ids, position_ids, visible, cache, logits_to_keep, write_slots)
 
     monkeypatch.setattr(binary_qwen2, "forward", spy)
     results = decoders.get(name, engine="static", **params).generate(binary_qwen2, prompts, 24)

@@ -6,7 +6,8 @@ decoders depend on nothing in `harness`. `DecodeResult` is the per-prompt contra
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import difflib
+from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -84,7 +85,19 @@ class ModelAdapter(Protocol):
 
 
 class DecoderConfigError(ValueError):
-    """A decoder parameter is unknown or out of range. Raised before any forward pass."""
+    """A decoder parameter is unknown or out of range. Raised before any forward pass. `param` names
+    the parameter (None when the problem is not one parameter's), so callers can point at it."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+def param(default, allowed: str = "", choices: tuple = ()):
+    """A decoder hyper-parameter with what it accepts, stated once: `choices` are checked by
+    Decoder.validate() and, like `allowed`, shown by `pdbench list`."""
+    return field(default=default, metadata={"allowed": allowed or " | ".join(map(str, choices)),
+                                            "choices": tuple(choices)})
 
 
 @dataclass
@@ -95,26 +108,49 @@ class Decoder:
     `__post_init__` and raises `DecoderConfigError` naming the parameter, the value and what is allowed.
     """
 
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-    seed: int = 0  # seeds the torch.Generator used when temperature > 0
-    use_cache: bool = True  # False = full recompute every forward (the reference slow path)
-    engine: str = "dynamic"  # dynamic: growing DynamicCache | static: fixed-shape slot cache (decoders/static.py)
+    temperature: float = param(0.0, ">= 0 (0 = greedy)")
+    top_p: float = param(1.0, "in (0, 1]")
+    top_k: int = param(0, "an int >= 0 (0 = off)")
+    seed: int = param(0, "an int (seeds sampling when temperature > 0)")
+    use_cache: bool = param(True, "true | false (false = full recompute every forward)")
+    # dynamic: growing DynamicCache | static: fixed-shape slot cache (decoders/static.py)
+    engine: str = param("dynamic", choices=("dynamic", "static"))
 
     name = "decoder"  # set by @register
+    source = ""  # one line: the paper or system the strategy comes from (shown by `pdbench list`)
     needs_mask_token = False
+
+    @classmethod
+    def build(cls, **params) -> "Decoder":
+        """The decoder with these parameters; an unknown name raises DecoderConfigError with a hint."""
+        allowed = [f.name for f in fields(cls)]
+        for key in params:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise DecoderConfigError(
+                    f"decoder {cls.name!r} has no parameter {key!r}{hint}; its parameters are: {', '.join(allowed)}",
+                    param=key)
+        return cls(**params)
+
+    @classmethod
+    def allowed_values(cls) -> dict[str, str]:
+        """parameter -> what it accepts, for `pdbench list`."""
+        return {f.name: f.metadata.get("allowed", "") for f in fields(cls)}
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices:
+                check(self, f.name, getattr(self, f.name) in choices, " | ".join(map(repr, choices)))
         check(self, "temperature", self.temperature >= 0, ">= 0")
         check(self, "top_p", 0 < self.top_p <= 1, "in (0, 1]")
         check(self, "top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an int >= 0 (0 = off)")
         check(self, "seed", isinstance(self.seed, int), "an int")
         check(self, "use_cache", isinstance(self.use_cache, bool), "true or false")
-        check(self, "engine", self.engine in ("dynamic", "static"), "'dynamic' or 'static'")
         check(self, "engine", self.use_cache or self.engine == "dynamic",
               "'dynamic' when use_cache is false (the static engine is a cache)")
 
@@ -139,5 +175,5 @@ class Decoder:
 def check(decoder, name: str, ok: bool, allowed: str) -> None:
     if not ok:
         raise DecoderConfigError(
-            f"{type(decoder).__name__}: parameter {name}={getattr(decoder, name)!r} is invalid; allowed: {allowed}"
-        )
+            f"{type(decoder).__name__}: parameter {name}={getattr(decoder, name)!r} is invalid; allowed: {allowed}",
+            param=name)

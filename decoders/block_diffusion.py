@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from decoders import register
-from decoders.base import Decoder, DecodeResult, ModelAdapter, check
+from decoders.base import Decoder, DecodeResult, ModelAdapter, check, param
 from decoders.batch import Batch, Row, open_batch
 from decoders.sampling import choose, make_generator
 
@@ -39,10 +39,10 @@ class _Block:
 @register("block-diffusion")
 @dataclass
 class BlockDiffusion(Decoder):
-    block_size: int = 4
-    threshold: float = 0.9
-    max_steps_per_block: int = 0  # 0 = block_size (one forward per slot at worst)
-    confidence: str = "prob"  # prob | entropy
+    block_size: int = param(4, "an int >= 1")
+    threshold: float = param(0.9, "a number in [0, 1] (1 = one token per forward)")
+    max_steps_per_block: int = param(0, "an int >= 1, or 0 for block_size (one forward per slot at worst)")
+    confidence: str = param("prob", choices=("prob", "entropy"))
 
     def validate(self) -> None:
         super().validate()
@@ -51,7 +51,6 @@ class BlockDiffusion(Decoder):
               "a number in [0, 1] (1 = one token per forward)")
         check(self, "max_steps_per_block", isinstance(self.max_steps_per_block, int)
               and 0 <= self.max_steps_per_block, "an int >= 1, or 0 for block_size")
-        check(self, "confidence", self.confidence in ("prob", "entropy"), "'prob' or 'entropy'")
 
     @property
     def needs_mask_token(self) -> bool:

@@ -17,7 +17,7 @@ from functools import lru_cache
 import torch
 
 from decoders import register
-from decoders.base import Decoder, DecodeResult, ModelAdapter, check
+from decoders.base import Decoder, DecodeResult, ModelAdapter, check, param
 from decoders.batch import Batch, open_batch
 from decoders.sampling import choose, make_generator
 
@@ -31,7 +31,7 @@ def longest_confident_prefix(conf: torch.Tensor, threshold: float, room: torch.T
 
 @dataclass
 class _SDLMBase(Decoder):
-    block_size: int = 4
+    block_size: int = param(4, "an int >= 1 (D: tokens predicted per forward)")
 
     def validate(self) -> None:
         super().validate()
@@ -50,14 +50,13 @@ class _SDLMBase(Decoder):
 @register("sdlm-conf")
 @dataclass
 class SDLMConfidence(_SDLMBase):
-    threshold: float = 0.98
-    confidence: str = "prob"  # prob | entropy
+    threshold: float = param(0.98, "a number in [0, 1] (1 = first token only)")
+    confidence: str = param("prob", choices=("prob", "entropy"))
 
     def validate(self) -> None:
         super().validate()
         check(self, "threshold", isinstance(self.threshold, (int, float)) and 0 <= self.threshold <= 1,
               "a number in [0, 1] (1 = first token only)")
-        check(self, "confidence", self.confidence in ("prob", "entropy"), "'prob' or 'entropy'")
 
     def generate(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int) -> list[DecodeResult]:
         self.check_model(model)

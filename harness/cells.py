@@ -38,6 +38,7 @@ class Cell:
     add_mask_token: bool = False
     allow_code_exec: bool = False
     name: str = ""  # readable; never part of the reuse key
+    origin: str = ""  # where the cell was defined ("sweep.toml: [[sweep]] #2", "-p ..."): for error messages
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tomllib
 import warnings
@@ -31,11 +32,31 @@ def parse_param(text: str) -> tuple[str, object]:
     return name.strip(), value
 
 
+def parse_threads(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--threads {text!r}: accepted: auto, or an int >= 1")
+    return n
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _run_parser(sub) -> None:
+    from harness.cells import Cell
+
+    cell_default = Cell("m", "d", "s")
     p = sub.add_parser("run", help="run one cell, a sweep file or a preset (no arguments: the toy preset)",
                        description="Run cells into a run directory. With no arguments runs the "
                        f"'{DEFAULT_PRESET}' preset. Rows already stored are skipped, so re-running into "
-                       "the same --out (or --resume) continues where a run stopped.")
+                       "the same --out (or --resume) continues where a run stopped. Defaults shown are a "
+                       "single cell's; with --sweep/--preset the file's values apply unless a flag is given.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--sweep", metavar="FILE", help="sweep TOML file")
     src.add_argument("--preset", metavar="NAME", help="a sweep shipped in harness/presets (see `pdbench list`)")
@@ -46,22 +67,30 @@ def _run_parser(sub) -> None:
     cell.add_argument("-p", "--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE",
                       help="decoder parameter, repeatable (e.g. -p block_size=4 -p threshold=0.9)")
     cell.add_argument("--suite", help="suite name (see `pdbench list`)")
-    cell.add_argument("--limit", type=int, help="first N samples of the suite")
-    cell.add_argument("--batch-size", type=int)
-    cell.add_argument("--max-new-tokens", type=int)
-    cell.add_argument("--repeats", type=int)
-    cell.add_argument("--seed", type=int)
-    cell.add_argument("--dtype", help="auto, float32, bfloat16, float16")
-    cell.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    cell.add_argument("--limit", type=int, help="first N samples of the suite (default: all)")
+    cell.add_argument("--batch-size", type=int, help=f"prompts per batch (default {cell_default.batch_size})")
+    cell.add_argument("--max-new-tokens", type=int, help=f"(default {cell_default.max_new_tokens})")
+    cell.add_argument("--repeats", type=int, help=f"(default {cell_default.repeats})")
+    cell.add_argument("--seed", type=int, help=f"(default {cell_default.seed})")
+    cell.add_argument("--dtype", help="auto, float32, bfloat16, float16 (default auto: bf16 on CUDA, fp32 on CPU)")
+    cell.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
     cell.add_argument("--add-mask-token", action="store_true", help="add a mask token if the model has none")
-    p.add_argument("--data-dir", help="suite data folder (default: $PDBENCH_DATA)")
+    timing = p.add_argument_group("timing (also a sweep's [run] table; flags win)")
+    timing.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
+                        help="run the batches of cells that share model, suite and batch size in turns, so "
+                        "machine drift hits them alike (default: on)")
+    timing.add_argument("--timing-repeats", type=int, metavar="K",
+                        help="time every batch K times and keep the median (default 1)")
+    timing.add_argument("--threads", type=parse_threads, metavar="N|auto",
+                        help="torch CPU threads (default auto: 1 for small models on few cores, where "
+                        "oversubscribed threads spin-wait)")
+    p.add_argument("--data-dir", help="suite data folder (default: $PDBENCH_DATA, then the Hugging Face hub)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: results/<time>-<name>)")
     p.add_argument("--allow-code-exec", action="store_true", help="let code suites execute generated programs")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up batch per cell")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     p.add_argument("--no-report", action="store_true", help="do not write report/plots at the end")
-    p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
-    p.add_argument("--threads", type=int, help="torch CPU threads (on a busy machine 1 can be many times faster)")
+    p.add_argument("--dry-run", action="store_true", help="check everything, list the cells and exit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,10 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                        ("plot", "write PNG and SVG plots under RUN_DIR/plots")):
         sp = sub.add_parser(name, help=what, description=what)
         sp.add_argument("run_dir", metavar="RUN_DIR")
-    ls = sub.add_parser("list", help="decoders (parameters, defaults), suites, presets",
-                        description="List decoders with their parameters and defaults, suites and presets.")
+    ls = sub.add_parser("list", help="decoders (parameters, defaults, allowed values), suites, presets",
+                        description="List decoders with their parameters, defaults and allowed values, suites "
+                        "with what they need, and presets.")
     ls.add_argument("what", nargs="?", choices=("decoders", "suites", "presets"), help="only this kind")
-    v = sub.add_parser("verify", help="check DESIGN.md's invariants on a model",
+    v = sub.add_parser("verify", help="check the design invariants on a model",
                        description="Cache vs no-cache, SSD lossless, AR vs HF generate, batch invariance and "
                        "bookkeeping on MODEL; prints PASS/FAIL with the first diverging position.")
     v.add_argument("model", metavar="MODEL")
@@ -86,14 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--block-size", type=int, default=4)
     v.add_argument("--prompt", action="append", help="prompt text, repeatable (default: four built-in prompts)")
     v.add_argument("--decoder", action="append", help="only this decoder, repeatable (default: all)")
-    v.add_argument("--threads", type=int, help="torch CPU threads")
+    v.add_argument("--threads", type=parse_threads, help="torch CPU threads")
     sub.add_parser("bench", help="decoder speed against the bandwidth floor (arguments go to harness.bench)",
                    add_help=False)
     return parser
 
 
-def _cells_from_args(args) -> tuple[list, str | None, str | None, str]:
-    """-> (cells, sweep file, sweep text, readable run name)."""
+def _sweep_from_args(args):
+    """-> (Sweep, sweep file, sweep text, readable run name)."""
     from harness import sweep
 
     overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
@@ -101,18 +131,35 @@ def _cells_from_args(args) -> tuple[list, str | None, str | None, str]:
         overrides["add_mask_token"] = True
     single = args.decoder or args.suite or args.param
     if args.sweep or args.preset or not single:
-        if args.decoder or args.suite or args.param:
-            raise SystemExit("pdbench run: --decoder/--suite/-p define a single cell; they cannot be combined "
-                             "with --sweep/--preset (edit the sweep file instead)")
+        if single:
+            raise sweep.SweepError(["--decoder/--suite/-p define a single cell; they cannot be combined with "
+                                    "--sweep/--preset (edit the sweep file instead)"], sweep.COMMAND_LINE)
         path = Path(args.sweep) if args.sweep else sweep.preset_path(args.preset or DEFAULT_PRESET)
+        if not path.is_file():
+            raise sweep.SweepError([f"--sweep {args.sweep}: no such file"], sweep.COMMAND_LINE)
         text = path.read_text()
         return sweep.parse_sweep(text, str(path), overrides), str(path), text, path.stem
     missing = [f"--{k}" for k in ("model", "decoder", "suite") if not getattr(args, k)]
     if missing:
-        raise SystemExit(f"pdbench run: a single cell needs {', '.join(missing)} (or use --sweep/--preset)")
-    text = sweep.single_cell_toml({**overrides, "decoder": args.decoder, "suite": args.suite},
-                                  dict(args.param))
-    return sweep.parse_sweep(text, "<command line>"), None, text, f"{args.decoder}-{args.suite}"
+        raise sweep.SweepError([f"a single cell needs {', '.join(missing)} (or use --sweep/--preset)"],
+                               sweep.COMMAND_LINE)
+    text = sweep.single_cell_toml({**overrides, "decoder": args.decoder, "suite": args.suite}, dict(args.param))
+    return sweep.parse_sweep(text, sweep.COMMAND_LINE), None, text, f"{args.decoder}-{args.suite}"
+
+
+def run_options(args, settings: dict):
+    """The sweep's [run] table, overridden by flags."""
+    from harness import runner
+
+    def pick(flag, key, default):
+        value = getattr(args, flag)
+        return value if value is not None else settings.get(key, default)
+
+    return runner.RunOptions(data_dir=args.data_dir or os.environ.get("PDBENCH_DATA"),
+                             allow_code_exec=args.allow_code_exec, warmup=not args.no_warmup,
+                             progress=not args.no_progress, interleave=pick("interleave", "interleave", True),
+                             timing_repeats=pick("timing_repeats", "timing_repeats", 1),
+                             threads=pick("threads", "threads", "auto"))
 
 
 def cmd_run(args) -> int:
@@ -133,35 +180,46 @@ def cmd_run(args) -> int:
             return 2
         sweep_file, saved = None, run_dir / "sweep.toml"
         text = saved.read_text() if saved.exists() else None
+        settings = runner.load_settings(run_dir)
     else:
         try:
-            cells, sweep_file, text, name = _cells_from_args(args)
+            parsed, sweep_file, text, name = _sweep_from_args(args)
         except (sweep.SweepError, KeyError) as e:
             print(f"pdbench run: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
             return 2
+        cells, settings = parsed.cells, parsed.run
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(args.out) if args.out else Path("results") / f"{stamp}-{name}"
+    opts = run_options(args, settings)
+    if opts.timing_repeats < 1:
+        print(f"pdbench run: --timing-repeats {opts.timing_repeats}: accepted: an int >= 1", file=sys.stderr)
+        return 2
     if args.dry_run:
+        try:
+            runner.prepare(cells, opts)
+        except runner.RunConfigError as e:
+            print(f"pdbench run: {e}", file=sys.stderr)
+            return 2
         for c in cells:
             print(f"{c.name}  ({c.model}, {c.decoder} {c.decoder_params()}, {c.suite}, limit={c.limit}, "
                   f"bs={c.batch_size}, repeats={c.repeats})")
-        print(f"{len(cells)} cells -> {run_dir}")
+        print(f"{plural(len(cells), 'cell')} -> {run_dir}")
         return 0
-    opts = runner.RunOptions(data_dir=args.data_dir or os.environ.get("PDBENCH_DATA"),
-                             allow_code_exec=args.allow_code_exec, warmup=not args.no_warmup,
-                             progress=not args.no_progress)
-    print(f"pdbench: {len(cells)} cells -> {run_dir}", file=sys.stderr)
+    print(f"pdbench: {plural(len(cells), 'cell')} -> {run_dir}", file=sys.stderr)
     try:
         result = runner.run(cells, run_dir, opts, argv=["pdbench", *sys.argv[1:]], sweep_file=sweep_file,
                             sweep_text=text)
     except runner.RunConfigError as e:
         print(f"pdbench run: {e}", file=sys.stderr)
         return 2
-    print(f"pdbench: {result.rows_written} rows written, {result.rows_skipped} already stored, "
-          f"{len(result.failures)} failed cells{' (interrupted)' if result.interrupted else ''}", file=sys.stderr)
+    print(f"pdbench: {plural(result.rows_written, 'row')} written, {result.rows_skipped} already stored, "
+          f"{plural(len(result.failures), 'failed cell')}{' (interrupted)' if result.interrupted else ''}",
+          file=sys.stderr)
     if not args.no_report:
         finish(run_dir)
     if result.interrupted:
+        print(f"pdbench: the run is incomplete; continue it with: pdbench run --resume {shlex.quote(str(run_dir))}",
+              file=sys.stderr)
         return 130
     return 1 if result.failures else 0
 
@@ -173,7 +231,9 @@ def finish(run_dir: Path) -> None:
     summary, md = report.write_report(run_dir)
     written = plots.write_plots(run_dir)
     print(report.console_table(summary))
-    print(f"\nreport: {md}\nplots:  {len(written)} files in {Path(run_dir) / 'plots'}")
+    for line in report.warnings(run_dir, summary):
+        print(f"pdbench: {line}", file=sys.stderr)
+    print(f"\nreport: {md}\nplots:  {plural(len(written), 'file')} in {Path(run_dir) / 'plots'}")
 
 
 def cmd_list(args) -> int:
@@ -184,18 +244,22 @@ def cmd_list(args) -> int:
     from harness import sweep
 
     if args.what in (None, "decoders"):
-        print("decoders:")
+        print("decoders (parameter=default: allowed values):")
         for name in decoders.available():
             cls = decoders.get_class(name)
-            ps = ", ".join(f"{f.name}={f.default!r}" for f in fields(cls) if f.default is not MISSING)
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-            print(f"  {name:16} {ps}" + (f"\n  {'':16} {doc}" if doc and not doc.startswith(cls.__name__ + "(") else ""))
+            print(f"  {name}" + (f"  -- {cls.source}" if getattr(cls, "source", "") else ""))
+            allowed = cls.allowed_values()
+            for f in fields(cls):
+                if f.default is not MISSING:
+                    print(f"      {f.name}={f.default!r}" + (f": {allowed[f.name]}" if allowed.get(f.name) else ""))
     if args.what in (None, "suites"):
         print("suites:")
         for name in suites.available():
             cls = suites.get_class(name)
-            flag = "  [executes code: --allow-code-exec]" if getattr(cls, "needs_code_exec", False) else ""
-            print(f"  {name:16} version {getattr(cls, 'version', '?')}{flag}")
+            needs = [n for n in (getattr(cls, "needs_data", ""),
+                                 "executes code: --allow-code-exec" if getattr(cls, "needs_code_exec", False) else "")
+                     if n]
+            print(f"  {name:16} version {getattr(cls, 'version', '?')}" + (f"  [{'; '.join(needs)}]" if needs else ""))
     if args.what in (None, "presets"):
         print("presets:")
         for name, desc in sweep.available_presets().items():
@@ -216,10 +280,16 @@ def _short_warning(message, category, filename, lineno, line=None) -> str:
     return f"pdbench: warning: {message}\n"  # one line, no source excerpt: users read these
 
 
+def _check_run_dir(run_dir: Path) -> str | None:
+    if not (run_dir / "cells.json").is_file():
+        return f"{run_dir} is not a pdbench run directory (no cells.json); give the --out of a `pdbench run`"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = _short_warning
-    if argv and argv[0] == "bench":  # likewise: harness.bench owns its flags
+    if argv and argv[0] == "bench":  # harness.bench owns its flags
         from harness.bench import main as bench_main
 
         bench_main(argv[1:])
@@ -229,24 +299,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if getattr(args, "threads", None):  # oversubscribed OpenMP threads spin-wait: very slow on shared CPUs
+    if isinstance(getattr(args, "threads", None), int):
         import torch
 
         torch.set_num_threads(args.threads)
     if args.command == "run":
         return cmd_run(args)
-    if args.command == "report":
-        from harness import report
+    if args.command in ("report", "plot"):
+        run_dir = Path(args.run_dir)
+        problem = _check_run_dir(run_dir)
+        if problem:
+            print(f"pdbench {args.command}: {problem}", file=sys.stderr)
+            return 2
+        if args.command == "report":
+            from harness import report
 
-        summary, md = report.write_report(Path(args.run_dir))
-        print(report.console_table(summary))
-        print(f"\nreport: {md}")
-        return 0
-    if args.command == "plot":
-        from harness import plots
+            summary, md = report.write_report(run_dir)
+            print(report.console_table(summary))
+            print(f"\nreport: {md}")
+        else:
+            from harness import plots
 
-        for path in plots.write_plots(Path(args.run_dir)):
-            print(path)
+            for path in plots.write_plots(run_dir):
+                print(path)
         return 0
     if args.command == "list":
         return cmd_list(args)

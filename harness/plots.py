@@ -1,5 +1,13 @@
 """`pdbench plot RUN_DIR`: the figures an ablation needs, as PNG and SVG under RUN_DIR/plots/.
 
+Each figure answers one question, with one panel per suite (and per decoder family where lines
+would otherwise pile up), points labelled where they are rather than through a long legend, and
+95% intervals drawn wherever the report has one:
+  accuracy_vs_tpf   what accuracy does each decoder keep as it commits more tokens per forward?
+  speedup           how much faster than AR is each cell in wall clock (paired interval)?
+  tau_ablation      what does the confidence threshold τ buy (TPF) and cost (accuracy)?
+  accepted_lengths  how many tokens does a forward commit, per decoder family?
+  latency_cdf       how long does a request take, per decoder family?
 Each builder returns a matplotlib Figure, or None when the run has nothing to show for it (e.g. no
 threshold sweep -> no τ curve), so callers and tests can inspect the axes before saving.
 """
@@ -13,13 +21,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: plots are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 
 from harness import store  # noqa: E402
 from harness.report import summarize  # noqa: E402
 
-sns.set_theme(style="whitegrid", context="notebook")
+plt.rcParams.update({"axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+PANEL = (5.0, 4.0)
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -33,25 +42,56 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pd.DataFrame(front).sort_values(x) if front else pts.iloc[:0]
 
 
-def _suites(summary: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(summary["suite"]))
+def _suites(frame: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(frame["suite"]))
+
+
+def short_labels(summary: pd.DataFrame) -> pd.Series:
+    """Per cell, the decoder plus only the parameters that vary between cells of that decoder in this
+    run (`sdlm-conf τ=0.9`), so labels stay short enough to print next to a point."""
+    params = summary["decoder_params"].map(json.loads)
+    names = {"threshold": "τ", "block_size": "D"}
+    labels = []
+    for i, row in summary.iterrows():
+        same = params[summary["decoder"] == row["decoder"]]
+        varying = [k for k in params[i] if len({json.dumps(p.get(k)) for p in same}) > 1]
+        text = " ".join(f"{names.get(k, k)}={params[i][k]}" for k in varying)
+        labels.append(f"{row['decoder']} {text}".strip())
+    return pd.Series(labels, index=summary.index)
+
+
+def _colors(decoders: list[str]) -> dict[str, tuple]:
+    cmap = plt.get_cmap("tab10")
+    return {d: cmap(i % 10) for i, d in enumerate(dict.fromkeys(decoders))}
+
+
+def _panels(n: int, rows: int = 1):
+    fig, axes = plt.subplots(rows, n, figsize=(PANEL[0] * n, PANEL[1] * rows), squeeze=False)
+    return fig, axes
 
 
 def accuracy_vs_tpf(summary: pd.DataFrame):
     if summary.empty:
         return None
-    suites = _suites(summary)
-    fig, axes = plt.subplots(1, len(suites), figsize=(5.5 * len(suites), 4.5), squeeze=False)
+    s = summary.assign(label=short_labels(summary))
+    colors = _colors(s["decoder"].tolist())
+    suites = _suites(s)
+    fig, axes = _panels(len(suites))
     for ax, suite in zip(axes[0], suites):
-        s = summary[summary["suite"] == suite]
-        yerr = [(s["accuracy"] - s["acc_ci_low"]).clip(lower=0), (s["acc_ci_high"] - s["accuracy"]).clip(lower=0)]
-        ax.errorbar(s["tpf_mean"], s["accuracy"], yerr=yerr, fmt="none", ecolor="0.7", elinewidth=1, zorder=1)
-        sns.scatterplot(data=s, x="tpf_mean", y="accuracy", hue="decoder", style="batch_size", s=70, ax=ax, zorder=2)
-        front = pareto_front(s, "tpf_mean", "accuracy")
-        ax.plot(front["tpf_mean"], front["accuracy"], "--", marker="o", mfc="none", ms=12, color="0.3", lw=1.2,
-                label="Pareto front", zorder=3)
-        ax.set(title=suite, xlabel="tokens per forward (TPF, tokens/forward)", ylabel="accuracy (fraction correct)")
-        ax.legend(fontsize=8)
+        g = s[s["suite"] == suite]
+        for _, r in g.iterrows():
+            err = [[max(0.0, r["accuracy"] - r["acc_ci_low"])], [max(0.0, r["acc_ci_high"] - r["accuracy"])]]
+            ax.errorbar(r["tpf"], r["accuracy"], yerr=err, fmt="o", color=colors[r["decoder"]], capsize=3,
+                        label=r["decoder"])
+            ax.annotate(r["label"].removeprefix(r["decoder"]).strip() or r["decoder"], (r["tpf"], r["accuracy"]),
+                        textcoords="offset points", xytext=(5, 4), fontsize=7, color=colors[r["decoder"]])
+        front = pareto_front(g, "tpf", "accuracy")
+        ax.plot(front["tpf"], front["accuracy"], "--", color="0.4", lw=1, label="Pareto front")
+        ax.set(title=suite, xlabel="tokens per forward (TPF)", ylabel="accuracy (95% CI)", ylim=(-0.02, 1.02))
+        handles, names = ax.get_legend_handles_labels()
+        keep = dict(zip(names, handles))  # one entry per decoder
+        ax.legend(keep.values(), keep.keys(), fontsize=7, loc="lower left")
+    fig.suptitle("accuracy against tokens per forward (labels: the parameter that varies)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -60,11 +100,23 @@ def speedup_bars(summary: pd.DataFrame):
     s = summary.dropna(subset=["speedup"]) if not summary.empty else summary
     if s.empty:
         return None
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(s) + 3), 4.5))
-    sns.barplot(data=s, x="cell_name", y="speedup", hue="suite", ax=ax)
-    ax.axhline(1.0, color="0.3", lw=1, ls="--")
-    ax.set(xlabel="cell", ylabel="speedup vs AR (× tokens/s)", title="throughput speedup over the AR cell")
-    ax.tick_params(axis="x", rotation=75, labelsize=7)
+    s = s.assign(label=short_labels(s))
+    colors = _colors(s["decoder"].tolist())
+    suites = _suites(s)
+    fig, axes = plt.subplots(1, len(suites), figsize=(PANEL[0] * len(suites), 0.35 * s.groupby("suite").size().max() + 1.8),
+                             squeeze=False)
+    for ax, suite in zip(axes[0], suites):
+        g = s[s["suite"] == suite].reset_index(drop=True)
+        y = np.arange(len(g))
+        lo = (g["speedup"] - g["speedup_low"]).clip(lower=0).fillna(0)
+        hi = (g["speedup_high"] - g["speedup"]).clip(lower=0).fillna(0)
+        ax.barh(y, g["speedup"], xerr=[lo, hi], color=[colors[d] for d in g["decoder"]], capsize=3,
+                hatch=["//" if u else "" for u in g["unstable"]], edgecolor="0.3")
+        ax.set_yticks(y, [f"{l} ⚠" if u else l for l, u in zip(g["label"], g["unstable"])], fontsize=7)
+        ax.axvline(1.0, color="0.3", lw=1, ls="--")
+        ax.invert_yaxis()
+        ax.set(title=suite, xlabel="speedup over AR (× tokens/s, paired 95% CI)", ylabel="cell")
+    fig.suptitle("wall-clock speedup over the AR cell (hatched ⚠: unstable timing, see report.md)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -78,55 +130,87 @@ def _with_params(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def tau_ablation(summary: pd.DataFrame):
-    """TPF and accuracy against the confidence threshold τ, one line per block size and decoder."""
+    """TPF and accuracy against the confidence threshold τ, one line per decoder, block size and batch."""
     if summary.empty:
         return None
     s = _with_params(summary).dropna(subset=["threshold"])
-    s = s.groupby(["suite", "decoder", "block_size"]).filter(lambda g: g["threshold"].nunique() >= 2)
+    s = s.groupby(["suite", "decoder", "block_size", "batch_size"]).filter(lambda g: g["threshold"].nunique() >= 2)
     if s.empty:
         return None
-    s = s.assign(block=s["decoder"] + " D=" + s["block_size"].astype(int).astype(str)).sort_values("threshold")
+    colors = _colors(s["decoder"].tolist())
     suites = _suites(s)
-    fig, axes = plt.subplots(2, len(suites), figsize=(5.5 * len(suites), 7), squeeze=False, sharex="col")
+    fig, axes = _panels(len(suites), rows=2)
     for col, suite in enumerate(suites):
-        g = s[s["suite"] == suite]
-        sns.lineplot(data=g, x="threshold", y="tpf_mean", hue="block", style="batch_size", marker="o", ax=axes[0][col])
-        sns.lineplot(data=g, x="threshold", y="accuracy", hue="block", style="batch_size", marker="o", ax=axes[1][col])
-        axes[0][col].set(title=suite, ylabel="tokens per forward (tokens/forward)", xlabel="threshold τ (probability)")
-        axes[1][col].set(ylabel="accuracy (fraction correct)", xlabel="threshold τ (probability)")
+        top, bottom = axes[0][col], axes[1][col]
+        for (dec, d, bs), g in s[s["suite"] == suite].groupby(["decoder", "block_size", "batch_size"], sort=False):
+            g = g.sort_values("threshold")
+            label = f"{dec} D={int(d)}" + (f" bs={bs}" if s["batch_size"].nunique() > 1 else "")
+            top.plot(g["threshold"], g["tpf"], "o-", color=colors[dec], label=label)
+            err = [(g["accuracy"] - g["acc_ci_low"]).clip(lower=0), (g["acc_ci_high"] - g["accuracy"]).clip(lower=0)]
+            bottom.errorbar(g["threshold"], g["accuracy"], yerr=err, fmt="o-", color=colors[dec], capsize=3, label=label)
+        top.set(title=suite, ylabel="tokens per forward", xlabel="threshold τ")
+        bottom.set(ylabel="accuracy (95% CI)", xlabel="threshold τ", ylim=(-0.02, 1.02))  # 0..1: no zoomed V
+        top.legend(fontsize=7)
+    fig.suptitle("what the threshold τ buys (TPF, top) and costs (accuracy, bottom)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def accepted_hist(samples: pd.DataFrame):
-    """How many tokens each forward committed (prefill included), per decoder configuration."""
+    """How many tokens each forward committed (prefill included): one panel per decoder family,
+    one bar group per configuration (few per panel)."""
     if samples.empty:
         return None
     acc = samples[["cell_name", "decoder", "accepted"]].explode("accepted").dropna(subset=["accepted"])
     if acc.empty:
         return None
     acc["accepted"] = acc["accepted"].astype(int)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.histplot(data=acc, x="accepted", hue="cell_name", discrete=True, stat="probability", common_norm=False,
-                 multiple="dodge", shrink=0.8, ax=ax)
-    ax.set(xlabel="tokens accepted per forward (tokens)", ylabel="fraction of forwards", title="accepted lengths")
+    families = list(dict.fromkeys(acc["decoder"]))
+    fig, axes = _panels(len(families))
+    for ax, dec in zip(axes[0], families):
+        g = acc[acc["decoder"] == dec]
+        cells = list(dict.fromkeys(g["cell_name"]))
+        width = 0.8 / len(cells)
+        for k, cell in enumerate(cells):
+            counts = g[g["cell_name"] == cell]["accepted"].value_counts(normalize=True).sort_index()
+            ax.bar(counts.index + (k - (len(cells) - 1) / 2) * width, counts.values, width=width, label=cell)
+        ax.set(title=dec, xlabel="tokens committed by one forward", ylabel="fraction of forwards")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(cells) > 1:
+            ax.legend(fontsize=6, loc="upper right")
+    fig.suptitle("tokens committed per forward", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def latency_cdf(samples: pd.DataFrame):
+    """End-to-end latency per request: one panel per suite, one line per cell, each line labelled at
+    its median instead of a legend over the curves."""
     if samples.empty or samples["e2e_s"].dropna().empty:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.ecdfplot(data=samples, x="e2e_s", hue="cell_name", ax=ax)
-    ax.set(xlabel="end-to-end latency per sample (s)", ylabel="fraction of samples (CDF)", title="latency CDF")
+    colors = _colors(samples["decoder"].tolist())
+    suites = _suites(samples)
+    fig, axes = _panels(len(suites))
+    for ax, suite in zip(axes[0], suites):
+        g = samples[samples["suite"] == suite]
+        for cell, c in g.groupby("cell_name", sort=False):
+            x = np.sort(c["e2e_s"].dropna().to_numpy())
+            if not len(x):
+                continue
+            y = np.arange(1, len(x) + 1) / len(x)
+            ax.step(x, y, where="post", color=colors[c["decoder"].iloc[0]], lw=1.2)
+            mid = len(x) // 2
+            ax.annotate(cell, (x[mid], y[mid]), fontsize=6, color=colors[c["decoder"].iloc[0]],
+                        textcoords="offset points", xytext=(4, -2))
+        ax.set(title=suite, xlabel="end-to-end latency per sample (s)", ylabel="fraction of samples (CDF)")
+    fig.suptitle("latency per request (colour: decoder family)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def build_figures(run_dir: Path) -> dict[str, object]:
     summary = summarize(run_dir)
-    samples = store.read_samples(run_dir, columns=["cell_name", "decoder", "accepted", "e2e_s"])
+    samples = store.read_samples(run_dir, columns=["cell_name", "decoder", "suite", "accepted", "e2e_s"])
     figs = {
         "accuracy_vs_tpf": accuracy_vs_tpf(summary),
         "speedup": speedup_bars(summary),

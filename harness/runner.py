@@ -1,19 +1,32 @@
-"""Run a list of cells into a run directory: one model load per model, batches through the decoder,
-grading, one bookkept row per sample appended to the store as each batch finishes.
+"""Run a list of cells into a run directory: one model load per model, batches through the decoders,
+grading, one checked row per sample appended to the store as each batch finishes.
 
-Everything that can be checked without a model (decoder parameters, suite names and data, the
-code-execution opt-in) is checked for every cell before the first model loads. A cell that fails at
-run time (exception, CUDA OOM, broken bookkeeping) goes to failures.parquet and the sweep goes on.
-Ctrl-C stops after the batch in flight; a second Ctrl-C aborts at once. Either way the store stays
-consistent because every batch is one atomically renamed part file.
+The steps, each a function that returns a value:
+  prepare(cells, opts)          every decoder built once, every suite's samples read, the code-exec
+                                gate passed: all problems raised together before any model loads
+  plan(prepared, hash, stored)  the timed batches (jobs) a cell still owes, per repeat
+  rotation(jobs, interleave)    the order jobs run in: cells that share a model, suite and batch size
+                                take turns batch by batch, so drift in the machine's load hits them
+                                alike and batch k of every cell (the same samples) is timed close together
+  run_job(...)                  warm-up (a cell's first job), the timed generate() (K times with
+                                --timing-repeats: the median is kept, outputs must repeat exactly),
+                                the checks, the rows
+  finish_rows(...)              grading and the store
+  cell_records(...)             one cells.parquet row per cell and repeat run in this session
+
+A cell that fails at run time (exception, CUDA OOM, broken bookkeeping) goes to failures.parquet and
+the sweep goes on without its remaining batches. Ctrl-C stops after the batch in flight; a second
+Ctrl-C aborts at once. Either way the store stays consistent because every batch is one atomically
+renamed part file, and a re-run skips the (cell_hash, sample_id, repeat) rows already stored.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
+import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -24,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
-
-from harness import manifest, store
+from harness import load, manifest, store
 from harness.cells import Cell, cell_hash, describe_for_hash
-from harness.telemetry import GpuSampler
+from harness.models import check_model_ref
+from harness.rows import BookkeepingError, apply_grades, check_batch, grade, sample_row
+from harness.telemetry import COLUMNS as GPU_COLUMNS, GpuSampler
 
 WARMUP_TOKENS = 8
 
@@ -43,6 +56,9 @@ class RunOptions:
     allow_code_exec: bool = False  # the CLI's --allow-code-exec; a cell may also opt in
     warmup: bool = True  # one untimed batch per cell (WARMUP_TOKENS new tokens)
     progress: bool = True
+    interleave: bool = True  # rotate batches across cells that share model, suite and batch size
+    timing_repeats: int = 1  # run each timed batch K times, keep the median wall time
+    threads: int | str = "auto"  # torch CPU threads; "auto": see choose_threads
     grade_workers: int = 4  # threads driving code-grading subprocesses while the next batch decodes
     # Grade generated code while the next batch decodes? None: only when decoding on an accelerator.
     # On a CPU the sandboxed programs compete with the decoder for the same cores, so the timings would
@@ -57,7 +73,34 @@ class Prepared:
     decoder: Any
     suite: Any
     samples: list
-    label: str = ""  # "[i/N] name" for the progress bar
+    label: str = ""  # "[i/N] name" for progress lines
+    # known once the model is loaded (the weights are part of the hash):
+    hash: str | None = None
+    params_json: str = ""  # the built decoder's parameters, defaults included
+    model_fields: dict = field(default_factory=dict)  # model_revision, dtype, device of every row
+
+
+@dataclass
+class Job:
+    """One timed batch: `samples` of cell `p`, repeat `repeat`, the `index`-th batch of that repeat."""
+    p: Prepared
+    repeat: int
+    index: int
+    samples: list
+
+
+@dataclass
+class CellTally:
+    """What a (cell, repeat) measured in this session, batch by batch."""
+    status: str = "done"
+    started_at: str = ""
+    n_rows: int = 0
+    n_tokens: int = 0
+    walls: list[float] = field(default_factory=list)
+    warmup_s: float = float("nan")
+    gpu: list[dict] = field(default_factory=list)
+    cpu: list[dict] = field(default_factory=list)
+    forward_s: list[float] = field(default_factory=list)  # decode forwards (each batch's first left out)
 
 
 @dataclass
@@ -71,33 +114,45 @@ class RunResult:
 
 def prepare(cells: list[Cell], opts: RunOptions) -> list[Prepared]:
     """Build every decoder and suite and read every sample list; raise RunConfigError listing all
-    problems. No model is touched here."""
+    problems, each named by where the cell was defined. No model is touched here."""
     import decoders
     import suites
 
     out, problems = [], []
     suite_cache: dict[tuple, tuple] = {}
+    checked_models: dict[str, str | None] = {}
     for cell in cells:
+        where = cell.origin or cell.name
+        if cell.model not in checked_models:
+            try:
+                check_model_ref(cell.model)
+                checked_models[cell.model] = None
+            except ValueError as e:
+                checked_models[cell.model] = str(e)
+                problems.append(f"{where}: {e}")
         try:
             decoder = decoders.get(cell.decoder, **cell.decoder_params())
-        except (KeyError, ValueError) as e:
-            problems.append(f"{cell.name}: {e}")
+        except KeyError as e:
+            problems.append(f"{where}: {e.args[0]}")
+            continue
+        except decoders.DecoderConfigError as e:
+            path = f" params.{e.param}" if e.param and not where.startswith("-") else ""
+            problems.append(f"{where}{path}: {e}")
             continue
         allow = opts.allow_code_exec or cell.allow_code_exec
         key = (cell.suite, cell.limit, cell.shuffle, cell.seed, allow)
         try:
             if key not in suite_cache:
-                suite = suites.get(cell.suite, **_suite_options(suites.get_class(cell.suite), dict(
-                    data_dir=opts.data_dir, limit=cell.limit, shuffle=cell.shuffle, seed=cell.seed,
-                    allow_code_exec=allow)))
-                _check_code_exec(suite, allow)
+                suite = suites.get(cell.suite, data_dir=opts.data_dir, limit=cell.limit, shuffle=cell.shuffle,
+                                   seed=cell.seed, allow_code_exec=allow)
+                suite.check_ready()  # the code-exec gate: no hour of decoding lost to a refusal
                 suite_cache[key] = (suite, list(suite.samples()))
         except Exception as e:  # missing data file, bad option, code-exec gate
-            problems.append(f"{cell.name}: suite {cell.suite!r}: {e}")
+            problems.append(f"{where}: suite {cell.suite!r}: {e}")
             continue
         suite, samples = suite_cache[key]
         if not samples:
-            problems.append(f"{cell.name}: suite {cell.suite!r} yielded no samples")
+            problems.append(f"{where}: suite {cell.suite!r} yielded no samples")
             continue
         out.append(Prepared(cell, decoder, suite, samples))
     if problems:
@@ -107,24 +162,33 @@ def prepare(cells: list[Cell], opts: RunOptions) -> list[Prepared]:
     return out
 
 
-def _suite_options(cls, options: dict) -> dict:
-    """The options this suite's constructor takes: synthetic suites have no data_dir, and passing
-    one must not break them."""
-    sig = inspect.signature(cls.__init__)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return options
-    return {k: v for k, v in options.items() if k in sig.parameters}
+def plan(p: Prepared, stored: set) -> tuple[list[Job], int]:
+    """The jobs cell `p` still owes (rows already stored are skipped), and how many rows it skips."""
+    jobs, skipped = [], 0
+    for repeat in range(p.cell.repeats):
+        pending = [s for s in p.samples if (p.hash, str(s.id), repeat) not in stored]
+        skipped += len(p.samples) - len(pending)
+        size = p.cell.batch_size
+        jobs += [Job(p, repeat, i, pending[k:k + size]) for i, k in enumerate(range(0, len(pending), size))]
+    return jobs, skipped
 
 
-def _check_code_exec(suite, allowed: bool) -> None:
-    # the gate is checked before generation (LME PR #4198): no hour of decoding lost to a refusal
-    gate = getattr(suite, "check_ready", None)
-    if callable(gate):
-        gate()
-    elif getattr(suite, "needs_code_exec", False) and not allowed:
-        raise PermissionError(
-            f"suite {suite.name!r} executes model-generated code; pass --allow-code-exec "
-            "(or allow_code_exec = true in the sweep) to opt in")
+def rotation(per_cell: list[list[Job]], interleave: bool) -> list[Job]:
+    """The run order. Interleaved: cells that share a suite, batch size and token budget (the model is
+    shared already) run in turns, job k of each, then job k+1; groups follow one another in the
+    order their first cell was given. Otherwise each cell runs all its jobs in turn."""
+    if not interleave:
+        return [job for jobs in per_cell for job in jobs]
+    groups: OrderedDict[tuple, list[list[Job]]] = OrderedDict()
+    for jobs in per_cell:
+        if jobs:
+            c = jobs[0].p.cell
+            groups.setdefault((c.suite, c.batch_size, c.max_new_tokens), []).append(jobs)
+    order = []
+    for members in groups.values():
+        for k in range(max(len(jobs) for jobs in members)):
+            order += [jobs[k] for jobs in members if k < len(jobs)]
+    return order
 
 
 class _StopFlag:
@@ -150,158 +214,164 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def _grade(suite, samples: list, texts: list[str]) -> list:
-    many = getattr(suite, "grade_many", None)
-    if callable(many):
-        grades = list(many(list(zip(samples, texts))))
-    else:
-        grades = [suite.grade(s, t) for s, t in zip(samples, texts)]
-    if len(grades) != len(samples):
-        raise AssertionError(f"suite returned {len(grades)} grades for {len(samples)} completions")
-    return grades
+def timed_generate(decoder, adapter, prompts: list[list[int]], max_new_tokens: int) -> tuple[list, float, int]:
+    """-> (results, wall seconds, index of the first forward). On CUDA the wall time is measured
+    with events around the call, so it is device time, not host time."""
+    adapter.synchronize()
+    first = adapter.n_forward
+    if adapter.device.type == "cuda":
+        import torch
+
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        results = decoder.generate(adapter, prompts, max_new_tokens)
+        end.record()
+        end.synchronize()
+        return results, start.elapsed_time(end) / 1000.0, first
+    t0 = time.perf_counter()
+    results = decoder.generate(adapter, prompts, max_new_tokens)
+    return results, time.perf_counter() - t0, first
 
 
-def check_row(row: dict) -> None:
-    """DESIGN.md's bookkeeping identities on a stored row; AssertionError names the broken one."""
-    acc, n, nf = row["accepted"], row["n_tokens"], row["n_forward"]
-    assert sum(acc) == n, f"{row['sample_id']}: sum(accepted)={sum(acc)} != n_tokens={n}"
-    assert len(acc) == nf, f"{row['sample_id']}: len(accepted)={len(acc)} != n_forward={nf}"
-    assert len(row["step_s"]) == nf, f"{row['sample_id']}: len(step_s)={len(row['step_s'])} != n_forward={nf}"
-    assert nf > 0 and math.isclose(row["tpf"], n / nf), f"{row['sample_id']}: tpf={row['tpf']} != {n}/{nf}"
-    assert len(row["output_ids"]) == n, f"{row['sample_id']}: len(output_ids) != n_tokens"
+@dataclass
+class Decoded:
+    """A timed batch: its checked results, rows (grades empty) and what the machine did meanwhile."""
+    job: Job
+    rows: list[dict]
+    wall_s: float
+    gpu: dict
+    cpu: dict
+    forward_s: list[float]
+    warmup_s: float = float("nan")
 
 
-def _row(base: dict, sample, prompt: list[int], res, adapter, pos: int) -> dict:
-    tokens = [int(t) for t in res.tokens]
-    ends_eos = bool(tokens) and tokens[-1] in adapter.eos_ids and res.finish == "eos"
-    body = tokens[:-1] if ends_eos else tokens
-    n = len(tokens)
-    e2e, ttft = float(res.e2e_s), float(res.ttft_s)
-    return {
-        **base,
-        "sample_id": str(sample.id), "pos_in_batch": pos, "prompt_tokens": len(prompt),
-        "output_ids": tokens, "output_text": adapter.tokenizer.decode(body, skip_special_tokens=True),
-        "finish": res.finish, "n_tokens": n, "n_tokens_excl_eos": len(body), "n_forward": len(res.accepted),
-        "tpf": n / len(res.accepted) if res.accepted else float("nan"),
-        "accepted": [int(a) for a in res.accepted], "step_s": [float(s) for s in res.step_s],
-        "ttft_s": ttft, "e2e_s": e2e, "tpot_s": (e2e - ttft) / (n - 1) if n > 1 else float("nan"),
-        "tok_s": n / e2e if e2e > 0 else float("nan"), "finished_at": pd.Timestamp.now("UTC"),
-        "correct": None, "extracted": None, "grade_status": None, "grade_detail": None, "grade_extra": None,
+def run_job(job: Job, adapter, run_id: str, session: int, rendered: dict, warm_up: bool,
+            opts: RunOptions) -> Decoded:
+    cell, decoder = job.p.cell, job.p.decoder
+    prompts = [rendered[str(s.id)] for s in job.samples]
+    warmup_s = float("nan")
+    if warm_up:
+        # first-call costs (allocator, kernels, caches) stay out of the timed rows: the batch's prefill
+        # and a few decode steps hit the same kernels as the timed run, at a fraction of its cost
+        t0 = time.perf_counter()
+        decoder.generate(adapter, prompts, min(cell.max_new_tokens, WARMUP_TOKENS))
+        adapter.synchronize()
+        warmup_s = time.perf_counter() - t0
+    runs = []
+    with GpuSampler(index=adapter.device.index or 0, cuda_device=adapter.device,
+                    enabled=adapter.device.type == "cuda") as gpu:
+        before = load.snapshot()
+        for _ in range(opts.timing_repeats):
+            results, wall, first = timed_generate(decoder, adapter, prompts, cell.max_new_tokens)
+            check_batch(results, len(prompts), adapter.n_forward - first)
+            if runs and [r.tokens for r in results] != [r.tokens for r in runs[0][0]]:
+                raise BookkeepingError("--timing-repeats: the same batch decoded twice gave different outputs")
+            runs.append((results, wall, first, adapter.n_forward))
+        cpu = load.cpu_load(before, load.snapshot())
+    walls = [w for _, w, _, _ in runs]
+    results, wall, first, stop = sorted(runs, key=lambda r: r[1])[(len(runs) - 1) // 2]  # the median run
+    base = {
+        "run_id": run_id, "session": session, "cell_hash": job.p.hash, "cell_name": cell.name, "model": cell.model,
+        **job.p.model_fields, "decoder": cell.decoder, "decoder_params": job.p.params_json, "suite": cell.suite,
+        "suite_version": str(job.p.suite.version), "prompt_hash": job.p.suite.prompt_hash, "repeat": job.repeat,
+        "seed": int(decoder.params().get("seed", cell.seed)), "batch_size": cell.batch_size,
+        "max_new_tokens": cell.max_new_tokens, "batch_id": f"{job.p.hash}-{job.repeat}-{time.time_ns()}",
+        "batch_index": job.index, "batch_wall_s": wall, "batch_walls_s": walls,
     }
+    tokenizer, eos = adapter.tokenizer, set(adapter.eos_ids)
+    rows = [sample_row(base, s, prompt, res, tokenizer, eos, pos)
+            for pos, (s, prompt, res) in enumerate(zip(job.samples, prompts, results))]
+    return Decoded(job, rows, wall, gpu.result(), cpu, adapter.forward_seconds(first + 1, stop), warmup_s)
 
 
-def _apply_grades(rows: list[dict], grades: list) -> list[dict]:
-    for row, g in zip(rows, grades):
-        row.update(correct=bool(g.correct), extracted=None if g.extracted is None else str(g.extracted),
-                   grade_status=str(g.status), grade_detail=str(g.detail or ""),
-                   grade_extra=json.dumps(getattr(g, "extra", None) or {}, sort_keys=True, default=str))
-    return rows
+SMALL_MODEL_PARAMS = 1_000_000_000
+FEW_CORES = 4
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+def choose_threads(requested: int | str, adapter) -> int:
+    """torch's intra-op threads for this model: as requested, or for "auto" one thread for a model
+    under 1 B parameters on a CPU of at most 4 cores (its forwards are too small to split, and
+    OpenMP threads that spin-wait for a descheduled peer made the same AR cell 2-7x slower on a shared
+    2-core machine), else torch's default."""
+    import torch
 
-    return tqdm(total=total, desc=desc, unit="sample", disable=not enabled or total == 0, leave=True,
-                dynamic_ncols=True, file=sys.stderr)
+    if requested != "auto":
+        return int(requested)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n_params = sum(p.numel() for p in adapter.hf_model.parameters()) if getattr(adapter, "hf_model", None) else 0
+    if adapter.device.type == "cpu" and cores <= FEW_CORES and n_params < SMALL_MODEL_PARAMS:
+        return 1
+    return torch.get_num_threads()
 
 
-def run_cell(p: Prepared, adapter, run_dir: Path, run_id: str, h: str, stored: set, opts: RunOptions,
-             stop: _StopFlag, pool: ThreadPoolExecutor, result: RunResult) -> None:
-    cell, decoder, suite = p.cell, p.decoder, p.suite
-    params_json = json.dumps(decoder.params(), sort_keys=True, default=str)
-    desc = adapter.describe()
-    rendered: dict[str, list[int]] = {}
-    warmed = not opts.warmup
-    overlap = opts.overlap_grading
-    if overlap is None:
-        overlap = str(desc.get("device", cell.device)).split(":")[0] != "cpu"
-    for repeat in range(cell.repeats):
-        pending = [s for s in p.samples if (h, str(s.id), repeat) not in stored]
-        result.rows_skipped += len(p.samples) - len(pending)
-        if not pending or stop.set:
-            continue
-        for s in pending:
-            if str(s.id) not in rendered:
-                rendered[str(s.id)] = list(suite.render(s, adapter.tokenizer))
-        batches = [pending[i:i + cell.batch_size] for i in range(0, len(pending), cell.batch_size)]
-        warmup_s = float("nan")
-        if not warmed:  # first-call costs (allocator, kernels, caches) stay out of the timed rows
-            # the first batch's prefill and a few decode steps hit the same kernels as the timed run,
-            # at a fraction of its cost
-            t0 = time.perf_counter()
-            decoder.generate(adapter, [rendered[str(s.id)] for s in batches[0]], min(cell.max_new_tokens, WARMUP_TOKENS))
-            adapter.synchronize()
-            warmup_s, warmed = time.perf_counter() - t0, True
-        base = {
-            "run_id": run_id, "cell_hash": h, "cell_name": cell.name, "model": cell.model,
-            "model_revision": None if desc.get("revision") is None else str(desc.get("revision")),
-            "dtype": str(desc.get("dtype", cell.dtype)), "device": str(desc.get("device", cell.device)),
-            "decoder": cell.decoder, "decoder_params": params_json, "suite": cell.suite,
-            "suite_version": str(suite.version), "prompt_hash": suite.prompt_hash, "repeat": repeat,
-            "seed": int(decoder.params().get("seed", cell.seed)), "batch_size": cell.batch_size,
-            "max_new_tokens": cell.max_new_tokens,
-        }
-        started, n_rows, n_tok, wall = manifest.now(), 0, 0, 0.0
-        graded: list[dict] = []
-        inflight: list[tuple[Future, list[dict]]] = []
-        bar = _progress(len(pending), p.label if cell.repeats == 1 else f"{p.label} r{repeat}", opts.progress)
+def cell_records(tallies: dict[tuple, CellTally], prepared: dict[str, Prepared], run_id: str,
+                 threads: int) -> list[dict]:
+    """One cells.parquet row per (cell, repeat) that ran in this session."""
+    out = []
+    for (h, repeat), t in tallies.items():
+        p = prepared[h]
+        wall = sum(t.walls)
+        out.append({
+            "run_id": run_id, "cell_hash": h, "cell_name": p.cell.name, "model": p.cell.model,
+            "decoder": p.cell.decoder, "decoder_params": p.params_json, "suite": p.cell.suite,
+            "batch_size": p.cell.batch_size, "repeat": repeat, "status": t.status, "n_rows": t.n_rows,
+            "n_tokens": t.n_tokens, "n_batches": len(t.walls), "threads": threads, "wall_s": wall,
+            "warmup_s": t.warmup_s,
+            "started_at": t.started_at, "ended_at": manifest.now(),
+            **_gpu_totals(t.gpu, t.walls), **_noise(t),
+        })
+    return out
 
-        def flush(block: bool) -> None:
-            nonlocal n_rows
-            while inflight and (block or inflight[0][0].done() or len(inflight) > opts.max_pending_batches):
-                fut, rows = inflight.pop(0)
-                rows = _apply_grades(rows, fut.result())
-                store.append_samples(run_dir, rows)
-                stored.update((h, r["sample_id"], repeat) for r in rows)
-                graded.extend(rows)
-                n_rows += len(rows)
-                result.rows_written += len(rows)
-                bar.update(len(rows))
-                bar.set_postfix(acc=f"{sum(r['correct'] for r in graded) / len(graded):.3f}",
-                                tpf=f"{sum(r['tpf'] for r in graded) / len(graded):.2f}")
 
-        with GpuSampler(index=adapter.device.index or 0, cuda_device=adapter.device) as tel:
-            try:
-                for bi, batch in enumerate(batches):
-                    if stop.set:
-                        break
-                    prompts = [rendered[str(s.id)] for s in batch]
-                    t0 = time.perf_counter()
-                    results = decoder.generate(adapter, prompts, cell.max_new_tokens)
-                    adapter.synchronize()
-                    batch_wall = time.perf_counter() - t0
-                    if len(results) != len(batch):
-                        raise AssertionError(f"decoder returned {len(results)} results for {len(batch)} prompts")
-                    bid = f"{h}-{repeat}-{time.time_ns()}"
-                    rows = []
-                    for pos, (s, prompt, res) in enumerate(zip(batch, prompts, results)):
-                        res.check_bookkeeping()
-                        row = _row({**base, "batch_id": bid, "batch_index": bi, "batch_wall_s": batch_wall},
-                                   s, prompt, res, adapter, pos)
-                        check_row(row)
-                        rows.append(row)
-                    wall += batch_wall
-                    n_tok += sum(r["n_tokens"] for r in rows)
-                    texts = [r["output_text"] for r in rows]
-                    if getattr(suite, "needs_code_exec", False) and overlap:  # runs while the next batch decodes
-                        fut = pool.submit(_grade, suite, batch, texts)
-                    else:  # answer extraction is cheap and may rely on the main thread (signals); on CPU
-                        # code is graded here too, between timed batches
-                        fut = Future()
-                        fut.set_result(_grade(suite, batch, texts))
-                    inflight.append((fut, rows))
-                    flush(block=False)
-                flush(block=True)
-            finally:
-                bar.close()
-        status = "interrupted" if stop.set else "done"
-        store.append_cells(run_dir, [{
-            "run_id": run_id, "cell_hash": h, "cell_name": cell.name, "model": cell.model,
-            "decoder": cell.decoder, "decoder_params": params_json, "suite": cell.suite,
-            "batch_size": cell.batch_size, "repeat": repeat, "status": status, "n_rows": n_rows,
-            "n_tokens": n_tok, "wall_s": wall, "warmup_s": warmup_s, "started_at": started,
-            "ended_at": manifest.now(), **tel.result(),
-        }])
+def _gpu_totals(per_batch: list[dict], walls: list[float]) -> dict:
+    """Per-batch NVML readings -> the cell's: util weighted by batch time, peaks as maxima, energy summed."""
+    nan = float("nan")
+    out = dict.fromkeys(GPU_COLUMNS, nan)
+    if not per_batch:
+        return out
+
+    def col(k):
+        return [(b[k], w) for b, w in zip(per_batch, walls) if not math.isnan(b[k])]
+
+    for k in ("gpu_util_mean", "gpu_util_p50", "power_w_mean", "sm_clock_mhz_mean", "telemetry_hz"):
+        pairs = col(k)
+        if pairs and sum(w for _, w in pairs) > 0:
+            out[k] = sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
+    for k in ("gpu_util_max", "mem_used_max_mib", "torch_peak_mem_mib", "gpu_other_procs"):
+        if col(k):
+            out[k] = max(v for v, _ in col(k))
+    if col("sm_clock_mhz_min"):
+        out["sm_clock_mhz_min"] = min(v for v, _ in col("sm_clock_mhz_min"))
+    energy = [b["energy_j"] for b in per_batch]
+    out["energy_j"] = sum(energy) if energy and not any(math.isnan(e) for e in energy) else nan
+    reasons = [int(b["throttle_reasons"]) for b in per_batch if not math.isnan(b["throttle_reasons"])]
+    out["throttle_reasons"] = float(_or(reasons)) if reasons else nan
+    return out
+
+
+def _or(bits: list[int]) -> int:
+    out = 0
+    for b in bits:
+        out |= b
+    return out
+
+
+def _noise(t: CellTally) -> dict:
+    """Spread of the decode forwards' times and the machine's load over the cell's batches."""
+    nan = float("nan")
+    fwd = sorted(t.forward_s)
+    mean = statistics.fmean(fwd) if fwd else nan
+    cv = statistics.pstdev(fwd) / mean if len(fwd) > 1 and mean > 0 else nan
+    p50 = fwd[len(fwd) // 2] if fwd else nan
+    p99 = fwd[min(len(fwd) - 1, int(0.99 * len(fwd)))] if fwd else nan
+
+    def worst(k):
+        vals = [c[k] for c in t.cpu if not math.isnan(c[k])]
+        return max(vals) if vals else nan
+
+    return {"forward_cv": cv, "forward_p99_p50": p99 / p50 if p50 and p50 > 0 else nan,
+            "steal_frac_max": worst("steal_frac"), "other_cpu_frac_max": worst("other_cpu_frac"),
+            "loadavg_max": worst("loadavg")}
 
 
 def _failure(run_dir: Path, run_id: str, result: RunResult, cell: Cell, h: str | None, stage: str,
@@ -329,12 +399,21 @@ def default_loader(cell: Cell):
                       dtype=None if cell.dtype == "auto" else cell.dtype, add_mask_token=cell.add_mask_token)
 
 
-def save_cells(run_dir: Path, cells: list[Cell], sweep_text: str | None) -> None:
-    """What a --resume re-runs: the resolved cell list (and the sweep text, for people)."""
+SETTINGS = ("interleave", "timing_repeats", "threads")  # the RunOptions a --resume keeps
+
+
+def save_cells(run_dir: Path, cells: list[Cell], sweep_text: str | None, opts: RunOptions) -> None:
+    """What a --resume re-runs: the resolved cell list and how they ran (and the sweep text, for people)."""
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     (Path(run_dir) / "cells.json").write_text(json.dumps([c.to_dict() for c in cells], indent=1))
+    (Path(run_dir) / "run_settings.json").write_text(json.dumps({k: getattr(opts, k) for k in SETTINGS}))
     if sweep_text is not None:
         (Path(run_dir) / "sweep.toml").write_text(sweep_text)
+
+
+def load_settings(run_dir: Path) -> dict:
+    path = Path(run_dir) / "run_settings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def load_cells(run_dir: Path) -> list[Cell]:
@@ -344,13 +423,157 @@ def load_cells(run_dir: Path) -> list[Cell]:
     return [Cell.from_dict(d) for d in json.loads(path.read_text())]
 
 
+class _Writer:
+    """Grades finished batches (inline, or on the pool while the next batch decodes) and stores them
+    in order; keeps the per-cell tallies."""
+
+    def __init__(self, run_dir: Path, stored: set, result: RunResult, pool: ThreadPoolExecutor, overlap: bool,
+                 max_pending: int, progress):
+        self.run_dir, self.stored, self.result, self.pool = run_dir, stored, result, pool
+        self.overlap, self.max_pending, self.progress = overlap, max_pending, progress
+        self.inflight: list[tuple[Future, Decoded]] = []
+
+    def add(self, d: Decoded) -> None:
+        suite, samples = d.job.p.suite, d.job.samples
+        texts = [r["output_text"] for r in d.rows]
+        if self.overlap and getattr(suite, "needs_code_exec", False):  # runs while the next batch decodes
+            fut = self.pool.submit(grade, suite, samples, texts)
+        else:  # answer extraction is cheap and may rely on the main thread (signals); on CPU code is
+            fut = Future()  # graded here too, between timed batches
+            fut.set_result(grade(suite, samples, texts))
+        self.inflight.append((fut, d))
+        self.flush(block=False)
+
+    def flush(self, block: bool) -> None:
+        while self.inflight and (block or self.inflight[0][0].done() or len(self.inflight) > self.max_pending):
+            fut, d = self.inflight.pop(0)
+            rows = apply_grades(d.rows, fut.result())
+            store.append_samples(self.run_dir, rows)
+            self.stored.update((r["cell_hash"], r["sample_id"], r["repeat"]) for r in rows)
+            self.result.rows_written += len(rows)
+            self.progress.batch_done(d.job, rows)
+
+
+class Progress:
+    """A bar on a terminal; in a log (no terminal), one line per finished cell instead of bar updates."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.enabled, self.tty = enabled, sys.stderr.isatty()
+        self.remaining: dict[str, int] = {}
+        self.done: dict[str, list[dict]] = {}
+        self.bar = None
+        if enabled and self.tty and total:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True, file=sys.stderr)
+
+    def expect(self, label: str, n: int) -> None:
+        self.remaining[label] = self.remaining.get(label, 0) + n
+
+    def batch_done(self, job: Job, rows: list[dict]) -> None:
+        label = job.p.label
+        self.done.setdefault(label, []).extend(rows)
+        self.remaining[label] -= len(rows)
+        if self.bar is not None:
+            self.bar.update(len(rows))
+            self.bar.set_postfix_str(label, refresh=False)
+        elif self.enabled and self.remaining[label] == 0:
+            done = self.done[label]
+            acc = sum(bool(r["correct"]) for r in done) / len(done)
+            tpf = sum(r["n_tokens"] for r in done) / sum(r["n_forward"] for r in done)
+            print(f"pdbench: {label}: {len(done)} rows, accuracy {acc:.3f}, TPF {tpf:.2f}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_model_group(group: list[Prepared], adapter, run_dir: Path, run_id: str, session: int, stored: set,
+                    opts: RunOptions, stop: _StopFlag, pool: ThreadPoolExecutor, result: RunResult) -> None:
+    """Every cell that shares one loaded model: threads, hashes, plan, rotation, jobs, cell records."""
+    import torch
+
+    threads = choose_threads(opts.threads, adapter)
+    torch.set_num_threads(threads)
+    model_desc = None
+    ready: list[Prepared] = []
+    for p in group:
+        try:
+            p.decoder.check_model(adapter)
+            if model_desc is None:  # once per model: the fingerprint reads every tensor
+                model_desc = describe_for_hash(adapter)
+                desc = adapter.describe()
+            p.hash = cell_hash(p.cell, p.decoder, p.suite, model_desc)
+            p.params_json = json.dumps(p.decoder.params(), sort_keys=True, default=str)
+            p.model_fields = {"model_revision": None if desc.get("revision") is None else str(desc["revision"]),
+                              "dtype": str(desc.get("dtype", p.cell.dtype)),
+                              "device": str(desc.get("device", p.cell.device))}
+            ready.append(p)
+        except Exception as e:
+            _failure(run_dir, run_id, result, p.cell, p.hash, "check_model", e)
+    per_cell = []
+    for p in ready:
+        jobs, skipped = plan(p, stored)
+        result.rows_skipped += skipped
+        per_cell.append(jobs)
+    order = rotation(per_cell, opts.interleave)
+    overlap = opts.overlap_grading
+    if overlap is None:
+        overlap = adapter.device.type != "cpu"
+    progress = Progress(sum(len(j.samples) for j in order), ready[0].cell.model if ready else "", opts.progress)
+    for j in order:
+        progress.expect(j.p.label, len(j.samples))
+    writer = _Writer(run_dir, stored, result, pool, overlap, opts.max_pending_batches, progress)
+    tallies: dict[tuple, CellTally] = {}
+    rendered: dict[str, dict] = {}
+    failed: set[str] = set()
+    warmed: set[str] = set() if opts.warmup else {p.hash for p in ready}
+    try:
+        for job in order:
+            if stop.set:
+                break
+            p = job.p
+            if p.hash in failed:
+                continue
+            tally = tallies.setdefault((p.hash, job.repeat), CellTally(started_at=manifest.now()))
+            try:
+                texts = rendered.setdefault(p.hash, {})
+                for s in job.samples:
+                    if str(s.id) not in texts:
+                        texts[str(s.id)] = list(p.suite.render(s, adapter.tokenizer))
+                d = run_job(job, adapter, run_id, session, texts, p.hash not in warmed, opts)
+                warmed.add(p.hash)
+            except Exception as e:
+                failed.add(p.hash)
+                tally.status = "failed"
+                _failure(run_dir, run_id, result, p.cell, p.hash, "run", e)
+                continue
+            if not math.isnan(d.warmup_s):
+                tally.warmup_s = d.warmup_s
+            tally.walls.append(d.wall_s)
+            tally.n_rows += len(d.rows)
+            tally.n_tokens += sum(r["n_tokens"] for r in d.rows)
+            tally.gpu.append(d.gpu)
+            tally.cpu.append(d.cpu)
+            tally.forward_s += d.forward_s
+            writer.add(d)
+        writer.flush(block=True)
+    finally:
+        progress.close()
+        if stop.set:
+            for key, t in tallies.items():
+                if t.status == "done":
+                    t.status = "interrupted"
+        store.append_cells(run_dir, cell_records(tallies, {p.hash: p for p in ready}, run_id, threads))
+
+
 def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, argv: list[str] | None = None,
         sweep_file: str | None = None, sweep_text: str | None = None,
-        loader: Callable[[Cell], Any] = default_loader) -> RunResult:
+        loader: Callable[[Cell], Any] = default_loader, notes: dict | None = None) -> RunResult:
     opts = opts or RunOptions()
     run_dir = Path(run_dir)
     prepared = prepare(cells, opts)  # raises before any model loads
-    save_cells(run_dir, cells, sweep_text)
+    save_cells(run_dir, cells, sweep_text, opts)
     run_id = run_dir.name
     result = RunResult(run_dir)
     warmup = (f"one untimed warm-up per cell before its timed batches: the first batch, {WARMUP_TOKENS} new "
@@ -358,7 +581,8 @@ def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, arg
     session = manifest.start_session(
         run_dir, argv=argv if argv is not None else sys.argv, sweep_file=sweep_file, cells=cells,
         seeds=[c.seed for c in cells], data_dir=opts.data_dir,
-        notes={"warmup_enabled": opts.warmup, "warmup": warmup})
+        notes={"warmup_enabled": opts.warmup, "warmup": warmup, "interleave": opts.interleave,
+               "timing_repeats": opts.timing_repeats, "threads_requested": opts.threads, **(notes or {})})
     stored = store.stored_keys(run_dir)
     groups: OrderedDict[tuple, list[Prepared]] = OrderedDict()
     for p in prepared:
@@ -366,7 +590,7 @@ def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, arg
     status = "done"
     try:
         with _StopFlag() as stop, ThreadPoolExecutor(opts.grade_workers, thread_name_prefix="pdbench-grade") as pool:
-            for key, group in groups.items():
+            for group in groups.values():
                 if stop.set:
                     break
                 try:
@@ -375,19 +599,7 @@ def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, arg
                     for p in group:
                         _failure(run_dir, run_id, result, p.cell, None, "load_model", e)
                     continue
-                model_desc = None
-                for p in group:
-                    if stop.set:
-                        break
-                    h = None
-                    try:
-                        p.decoder.check_model(adapter)
-                        if model_desc is None:  # once per model: the fingerprint reads every tensor
-                            model_desc = describe_for_hash(adapter)
-                        h = cell_hash(p.cell, p.decoder, p.suite, model_desc)
-                        run_cell(p, adapter, run_dir, run_id, h, stored, opts, stop, pool, result)
-                    except Exception as e:
-                        _failure(run_dir, run_id, result, p.cell, h, "run", e)
+                run_model_group(group, adapter, run_dir, run_id, session, stored, opts, stop, pool, result)
                 del adapter  # one model in memory at a time
             result.interrupted = stop.set
     except KeyboardInterrupt:

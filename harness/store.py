@@ -27,7 +27,7 @@ _s, _i, _f, _b = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
 SAMPLE_SCHEMA = pa.schema([
     # identity
-    ("run_id", _s), ("cell_hash", _s), ("cell_name", _s), ("model", _s), ("model_revision", _s),
+    ("run_id", _s), ("session", _i), ("cell_hash", _s), ("cell_name", _s), ("model", _s), ("model_revision", _s),
     ("dtype", _s), ("device", _s), ("decoder", _s), ("decoder_params", _s), ("suite", _s),
     ("suite_version", _s), ("prompt_hash", _s), ("sample_id", _s), ("repeat", _i), ("seed", _i),
     # batching
@@ -39,21 +39,29 @@ SAMPLE_SCHEMA = pa.schema([
     ("accepted", pa.list_(_i)),
     # timing
     ("step_s", pa.list_(_f)), ("ttft_s", _f), ("e2e_s", _f), ("tpot_s", _f), ("tok_s", _f),
-    ("batch_wall_s", _f), ("finished_at", pa.timestamp("us", tz="UTC")),
+    ("batch_wall_s", _f),  # the batch's wall time (the median of its runs under --timing-repeats)
+    ("batch_walls_s", pa.list_(_f)),  # every timed run of the batch
+    ("finished_at", pa.timestamp("us", tz="UTC")),
     # scoring
     ("correct", _b), ("extracted", _s), ("grade_status", _s), ("grade_detail", _s),
     ("grade_extra", _s),  # JSON: per-suite grader outputs (extractor used, exec time, ...)
 ])
 # Columns that legitimately differ between two runs of the same sweep.
-TIMING_COLUMNS = ("step_s", "ttft_s", "e2e_s", "tpot_s", "tok_s", "batch_wall_s", "finished_at")
-RUN_COLUMNS = ("run_id", "batch_id")
+TIMING_COLUMNS = ("step_s", "ttft_s", "e2e_s", "tpot_s", "tok_s", "batch_wall_s", "batch_walls_s", "finished_at")
+RUN_COLUMNS = ("run_id", "session", "batch_id")
 
 CELL_SCHEMA = pa.schema([
     ("run_id", _s), ("cell_hash", _s), ("cell_name", _s), ("model", _s), ("decoder", _s),
     ("decoder_params", _s), ("suite", _s), ("batch_size", _i), ("repeat", _i), ("status", _s),
-    ("n_rows", _i), ("n_tokens", _i), ("wall_s", _f), ("warmup_s", _f), ("started_at", _s), ("ended_at", _s),
+    ("n_rows", _i), ("n_tokens", _i), ("n_batches", _i), ("threads", _i), ("wall_s", _f), ("warmup_s", _f), ("started_at", _s),
+    ("ended_at", _s),
+    # GPU (NVML, harness/telemetry.py)
     ("gpu_util_mean", _f), ("gpu_util_p50", _f), ("gpu_util_max", _f), ("mem_used_max_mib", _f),
     ("power_w_mean", _f), ("energy_j", _f), ("torch_peak_mem_mib", _f), ("telemetry_hz", _f),
+    ("sm_clock_mhz_min", _f), ("sm_clock_mhz_mean", _f), ("throttle_reasons", _f), ("gpu_other_procs", _f),
+    # noise: spread of the decode forwards' times, and the machine's load (harness/load.py), worst batch
+    ("forward_cv", _f), ("forward_p99_p50", _f), ("steal_frac_max", _f), ("other_cpu_frac_max", _f),
+    ("loadavg_max", _f),
 ])
 
 FAILURE_SCHEMA = pa.schema([
@@ -142,6 +150,8 @@ def compact(run_dir: Path) -> Path | None:
 
 def _append_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
     """Small side tables: read, append, rewrite atomically."""
+    if not rows:
+        return
     new = to_table(rows, schema)
     if path.exists():
         new = pa.concat_tables([pq.read_table(path, schema=schema), new])

@@ -1,6 +1,10 @@
 """Sweep files (TOML) -> a validated list of cells, with line-precise errors before any model loads.
 
     description = "what this sweep answers"      # optional
+    [run]                                        # optional: how the cells run (flags override)
+    interleave = true                            # batches of cells sharing model, suite, batch size in turns
+    timing_repeats = 1                           # time each batch K times, keep the median
+    threads = 1                                  # torch CPU threads ("auto": chosen for the model and cores)
     [defaults]                                   # optional; any cell key; a list is a grid axis
     model = "pdbench-toy"
     suite = ["arith", "toy-code"]
@@ -17,7 +21,10 @@
     block_size = [4, 8]
     max_steps_per_block = [4, 8]
 
-Every error names the file and line of the offending key; all errors are reported at once.
+Every error names the file and the key path of the offending value (`[[sweep]] #2 params.threshold`;
+flags, for a cell built from the command line); all errors are reported at once. Parameter *names*
+and types are checked here against the decoder's fields; their values are checked when the runner
+builds each decoder (once, before any model loads), and those errors name the same key path.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import difflib
 import itertools
 import re
 import tomllib
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,60 +57,24 @@ CELL_KEYS: dict[str, tuple[type, Any, str]] = {
     "allow_code_exec": (bool, None, "true or false"),
 }
 GROUP_KEYS = set(CELL_KEYS) | {"name", "params", "zip"}
-TOP_KEYS = {"description", "defaults", "sweep"}
+# [run] key -> (python type, check, what is allowed)
+RUN_KEYS: dict[str, tuple[type, Any, str]] = {
+    "interleave": (bool, None, "true or false"),
+    "timing_repeats": (int, *_POS),
+    "threads": ((int, str), lambda v: v == "auto" or (isinstance(v, int) and v >= 1), '"auto" or an int >= 1'),
+}
+TOP_KEYS = {"description", "run", "defaults", "sweep"}
 REQUIRED = ("model", "decoder", "suite")
 
 
 class SweepError(ValueError):
-    def __init__(self, errors: list[str]):
+    def __init__(self, errors: list[str], source: str = "<sweep>"):
         self.errors = errors
-        super().__init__("invalid sweep:\n  " + "\n  ".join(errors))
+        head = "" if source == COMMAND_LINE else f"{source}: invalid sweep:\n  "
+        super().__init__(head + ("\n" if source == COMMAND_LINE else "\n  ").join(errors))
 
 
-class _Lines:
-    """Maps key paths like ("sweep", 1, "params", "threshold") to 1-based line numbers of the raw
-    TOML text. tomllib keeps no positions, so the text is scanned here: table headers, `key =`
-    lines, dotted keys and one level of inline tables are enough for sweep files."""
-
-    _key = re.compile(r'^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"))*)\s*=')
-
-    def __init__(self, text: str):
-        self.where: dict[tuple, int] = {}
-        table: tuple = ()
-        counts: dict[str, int] = {}
-        for no, line in enumerate(text.splitlines(), 1):
-            head = re.match(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?", line)
-            if head:
-                parts = tuple(self._split(head.group(2)))
-                if head.group(1) == "[[":
-                    self.where.setdefault(parts[:1], no)
-                    counts[parts[0]] = counts.get(parts[0], -1) + 1
-                    table = (parts[0], counts[parts[0]], *parts[1:])
-                elif parts[0] in counts:  # [sweep.params] belongs to the latest [[sweep]]
-                    table = (parts[0], counts[parts[0]], *parts[1:])
-                else:
-                    table = parts
-                self.where.setdefault(table, no)
-                continue
-            m = self._key.match(line)
-            if not m:
-                continue
-            path = table + tuple(self._split(m.group(1)))
-            self.where.setdefault(path, no)
-            rest = line[m.end():].strip()
-            if rest.startswith("{"):
-                for inner in re.finditer(r'[{,]\s*([A-Za-z0-9_-]+|"[^"]*")\s*=', rest):
-                    self.where.setdefault(path + (inner.group(1).strip("\"'"),), no)
-
-    @staticmethod
-    def _split(dotted: str) -> list[str]:
-        return [p.strip().strip("\"'") for p in re.findall(r'"[^"]*"|\'[^\']*\'|[^.]+', dotted)]
-
-    def line(self, path: tuple) -> int | None:
-        for n in range(len(path), 0, -1):
-            if path[:n] in self.where:
-                return self.where[path[:n]]
-        return None
+COMMAND_LINE = "<command line>"  # the source name of a cell built from run's flags
 
 
 def _hint(key: str, allowed) -> str:
@@ -111,22 +82,38 @@ def _hint(key: str, allowed) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _where(path: tuple) -> str:
-    if path and path[0] == "sweep" and len(path) > 1:
-        return f"[[sweep]] #{path[1] + 1}"
-    return f"[{path[0]}]" if len(path) > 1 else "top level"
+def key_path(path: tuple) -> str:
+    """("sweep", 1, "params", "threshold") -> "[[sweep]] #2 params.threshold"."""
+    if not path:
+        return "top level"
+    if path[0] == "sweep" and len(path) > 1 and isinstance(path[1], int):
+        rest = ".".join(map(str, path[2:]))
+        return f"[[sweep]] #{path[1] + 1}" + (f" {rest}" if rest else "")
+    if len(path) == 1:
+        return f"top-level key {path[0]!r}"
+    return f"[{path[0]}] {'.'.join(map(str, path[1:]))}"
+
+
+def flag_for(path: tuple) -> str:
+    """The run flag a key path came from, for cells built from the command line."""
+    if "params" in path and path[-1] != "params":
+        return f"-p {path[-1]}"
+    if path and path[-1] not in ("sweep", "params") and not isinstance(path[-1], int):
+        return "--" + str(path[-1]).replace("_", "-")
+    return "the flags"
+
+
+def where(source: str, path: tuple) -> str:
+    """How an error names the place: the flag, or the file and key path."""
+    return flag_for(path) if source == COMMAND_LINE else f"{source}: {key_path(path)}"
 
 
 class _Checker:
-    def __init__(self, source: str, text: str):
-        self.source, self.lines, self.errors = source, _Lines(text), []
+    def __init__(self, source: str):
+        self.source, self.errors = source, []
 
-    def error(self, path: tuple, msg: str) -> None:
-        if self.source.startswith("<"):  # built from command-line flags: no lines to point at
-            err = f"{self.source}: {msg}"
-        else:
-            line = self.lines.line(path)
-            err = f"{self.source}:{line if line else '?'}: {_where(path)}: {msg}"
+    def error(self, path: tuple, msg: str) -> None:  # SweepError's heading names the file
+        err = f"{flag_for(path) if self.source == COMMAND_LINE else key_path(path)}: {msg}"
         if err not in self.errors:
             self.errors.append(err)
 
@@ -195,16 +182,30 @@ def _axes(fixed: dict, params: dict, zipped: dict, zipped_params: dict) -> list[
     return combos
 
 
-def parse_sweep(text: str, source: str = "<sweep>", overrides: dict | None = None) -> list[Cell]:
-    """Parse and validate a sweep; raise SweepError listing every problem with its line."""
+@dataclass
+class Sweep:
+    cells: list[Cell]
+    run: dict[str, Any]  # the validated [run] table
+    description: str = ""
+
+
+def parse_sweep(text: str, source: str = "<sweep>", overrides: dict | None = None) -> Sweep:
+    """Parse and validate a sweep; raise SweepError listing every problem with its key path."""
     import decoders
 
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:  # its message already says "(at line N, column M)"
-        raise SweepError([f"{source}: TOML syntax error: {e}"]) from None
-    chk = _Checker(source, text)
+        raise SweepError([f"TOML syntax error: {e}"], source) from None
+    chk = _Checker(source)
     chk.table((), doc, TOP_KEYS)
+    run = chk.table(("run",), doc.get("run", {}), set(RUN_KEYS))
+    for k, v in run.items():
+        if k in RUN_KEYS:
+            typ, ok, allowed = RUN_KEYS[k]
+            good = isinstance(v, typ) and not (typ is int and isinstance(v, bool))
+            if not good or (ok is not None and not ok(v)):
+                chk.error(("run", k), f"{k!r} must be {allowed}, got {v!r}")
     defaults = chk.table(("defaults",), doc.get("defaults", {}), set(CELL_KEYS))
     defaults = {k: v for k, v in defaults.items() if k in CELL_KEYS}
     for k, v in defaults.items():
@@ -229,10 +230,12 @@ def parse_sweep(text: str, source: str = "<sweep>", overrides: dict | None = Non
             params = {}
         zipped = chk.table(gp + ("zip",), group.get("zip", {}), set(CELL_KEYS) | {"params"})
         zipped_params = zipped.get("params", {})
+        if not isinstance(zipped_params, dict):
+            chk.error(gp + ("zip", "params"), "'zip.params' must be a table")
+            zipped_params = {}
         zipped = {k: v for k, v in zipped.items() if k in CELL_KEYS}
         zip_lists = [(gp + ("zip", k), v) for k, v in zipped.items()] + [
-            (gp + ("zip", "params", k), v) for k, v in (zipped_params if isinstance(zipped_params, dict) else {}).items()
-        ]
+            (gp + ("zip", "params", k), v) for k, v in zipped_params.items()]
         lengths: dict[int, tuple] = {}
         for path, v in zip_lists:
             if not isinstance(v, list) or not v:
@@ -245,17 +248,17 @@ def parse_sweep(text: str, source: str = "<sweep>", overrides: dict | None = Non
         for path, v in zip_lists:
             if path[-2] == "zip" and isinstance(v, list):
                 chk.cell_value(path, path[-1], v)
-        for k in REQUIRED:
-            if k not in fixed and k not in zipped:
-                chk.error(gp, f"missing required key {k!r} (set it here or in [defaults])")
-        if chk.errors or len(lengths) > 1:
+        missing = [k for k in REQUIRED if k not in fixed and k not in zipped]
+        for k in missing:
+            chk.error(gp, f"missing required key {k!r} (set it here or in [defaults])")
+        if missing or len(lengths) > 1:
             continue
         template = group.get("name")
         if template is not None and not isinstance(template, str):
             chk.error(gp + ("name",), f"'name' must be a string template, got {template!r}")
             template = None
-        for combo in _axes(fixed, params, zipped, zipped_params if isinstance(zipped_params, dict) else {}):
-            cell = _build(chk, gp, combo, template, decoders)
+        for combo in _axes(fixed, params, zipped, zipped_params):
+            cell = _build(chk, gp, combo, template, decoders, set(zipped_params))
             if cell is not None:
                 cells.append(cell)
                 group_of.append(i)
@@ -267,11 +270,13 @@ def parse_sweep(text: str, source: str = "<sweep>", overrides: dict | None = Non
                           f"#{seen[cell.name] + 1}); add the varying parameter to the name template")
             seen.setdefault(cell.name, i)
     if chk.errors:
-        raise SweepError(chk.errors)
-    return cells
+        raise SweepError(chk.errors, source)
+    return Sweep(cells, {k: v for k, v in run.items() if k in RUN_KEYS}, str(doc.get("description", "")))
 
 
-def _build(chk: _Checker, gp: tuple, combo: dict, template: str | None, decoders) -> Cell | None:
+def _build(chk: _Checker, gp: tuple, combo: dict, template: str | None, decoders, zipped: set[str]) -> Cell | None:
+    """One cell, its parameter names and types checked against the decoder's fields (their values
+    are checked when the runner builds the decoder)."""
     name = combo["cell"]["decoder"]
     try:
         cls = decoders.get_class(name)
@@ -280,7 +285,7 @@ def _build(chk: _Checker, gp: tuple, combo: dict, template: str | None, decoders
     allowed = {f.name: f.default for f in fields(cls)}
     ok = True
     for k, v in combo["params"].items():
-        path = gp + ("params", k) if ("sweep", gp[1], "params", k) in chk.lines.where else gp + ("zip", "params", k)
+        path = gp + ("zip", "params", k) if k in zipped else gp + ("params", k)
         if k not in allowed:
             chk.error(path, f"decoder {name!r} has no parameter {k!r}{_hint(k, allowed)}; its parameters: {', '.join(allowed)}")
             ok = False
@@ -289,17 +294,7 @@ def _build(chk: _Checker, gp: tuple, combo: dict, template: str | None, decoders
             ok = False
     if not ok:
         return None
-    cell = Cell(**combo["cell"], params=dict(combo["params"]))
-    try:
-        decoders.get(name, **cell.decoder_params())
-    except ValueError as e:  # DecoderConfigError: point at the parameter it names
-        bad = re.search(r"parameter (\w+)", str(e))
-        key = bad.group(1) if bad and bad.group(1) in combo["params"] else None
-        path = gp + ("params", key) if key else gp + ("decoder",)
-        if key and path not in chk.lines.where:
-            path = gp + ("zip", "params", key)
-        chk.error(path, f"bad value for decoder {name!r}: {e}")
-        return None
+    cell = Cell(**combo["cell"], params=dict(combo["params"]), origin=where(chk.source, gp))
     if template:
         try:
             cell.name = template.format(**{**cell.to_dict(), **cell.decoder_params()})
@@ -308,7 +303,7 @@ def _build(chk: _Checker, gp: tuple, combo: dict, template: str | None, decoders
     return cell
 
 
-def load_sweep(path: str | Path, overrides: dict | None = None) -> list[Cell]:
+def load_sweep(path: str | Path, overrides: dict | None = None) -> Sweep:
     path = Path(path)
     return parse_sweep(path.read_text(), str(path), overrides)
 

@@ -3,13 +3,17 @@
 NVML "utilization" is the fraction of time *any* kernel ran, not SM occupancy; it is reported as is
 and labelled so. Energy comes from the total-energy counter (mJ since driver load) read at start and
 stop, which is exact over the window, unlike integrating sampled power; very short windows can still
-read 0 J on some boards. Without NVML (CPU runs, no driver, no GPU) every column is NaN and one
-warning is issued per process.
+read 0 J on some boards. Contention is sampled too: the SM clock (its minimum shows throttling),
+the throttle reasons seen (a bit mask, OR-ed over samples; idle and the application-clock setting are
+not throttling and are left out), and how many *other* processes held the GPU. A CPU-only cell
+passes `enabled=False` and touches no NVML at all; where a GPU run finds no NVML (no driver, no
+pynvml) every column is NaN and one warning is issued per process.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import warnings
@@ -17,12 +21,15 @@ from dataclasses import dataclass, field
 
 NAN = float("nan")
 COLUMNS = ("gpu_util_mean", "gpu_util_p50", "gpu_util_max", "mem_used_max_mib", "power_w_mean",
-           "energy_j", "torch_peak_mem_mib", "telemetry_hz")
+           "energy_j", "torch_peak_mem_mib", "telemetry_hz", "sm_clock_mhz_min", "sm_clock_mhz_mean",
+           "throttle_reasons", "gpu_other_procs")
+# NVML clock-event reason bits that are not throttling: GPU idle (0x1), application clocks setting (0x2)
+NOT_THROTTLING = 0x1 | 0x2
 _warned = False
 
 
-def _nvml():
-    """The pynvml module, initialised, or None (with one warning per process)."""
+def _nvml(warn: bool = True):
+    """The pynvml module, initialised, or None (with one warning per process when `warn`)."""
     global _warned
     try:
         import pynvml
@@ -32,7 +39,7 @@ def _nvml():
             raise RuntimeError("NVML reports no GPU")
         return pynvml
     except Exception as e:  # ImportError, NVMLError (no driver / library), no device
-        if not _warned:
+        if warn and not _warned:
             _warned = True
             warnings.warn(f"GPU telemetry disabled, columns will be NaN: NVML unavailable ({e})", RuntimeWarning,
                           stacklevel=3)
@@ -52,7 +59,10 @@ class GpuSampler:
     index: int = 0
     period_s: float = 0.05  # 20 Hz: comfortably above the 10 Hz floor even with a slow NVML call
     cuda_device: object = None  # torch device for torch.cuda peak memory, or None
-    samples: list[tuple[float, float, float, float]] = field(default_factory=list)  # t, util %, MiB, W
+    enabled: bool = True  # False: a CPU cell, no NVML (and no warning)
+    samples: list[tuple[float, float, float, float, float]] = field(default_factory=list)  # t, util %, MiB, W, SM MHz
+    throttle: int = 0  # OR of the throttle-reason bits seen
+    other_procs: int = 0  # most processes other than this one seen on the GPU
     _nv: object = None
     _handle: object = None
     _energy0: float = NAN
@@ -63,7 +73,7 @@ class GpuSampler:
     _thread: threading.Thread | None = None
 
     def __enter__(self) -> "GpuSampler":
-        self._nv = _nvml()
+        self._nv = _nvml() if self.enabled else None
         self._t0 = time.perf_counter()
         if self._cuda():
             import torch
@@ -113,7 +123,22 @@ class GpuSampler:
             power = nv.nvmlDeviceGetPowerUsage(h) / 1000.0  # mW -> W
         except Exception:
             power = NAN
-        self.samples.append((time.perf_counter(), util, mem, power))
+        try:
+            sm = float(nv.nvmlDeviceGetClockInfo(h, getattr(nv, "NVML_CLOCK_SM", 1)))
+        except Exception:
+            sm = NAN
+        reasons = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            nv, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+        try:
+            self.throttle |= int(reasons(h)) & ~NOT_THROTTLING
+        except Exception:
+            pass
+        try:
+            pids = {p.pid for p in nv.nvmlDeviceGetComputeRunningProcesses(h)}
+            self.other_procs = max(self.other_procs, len(pids - {os.getpid()}))
+        except Exception:
+            pass
+        self.samples.append((time.perf_counter(), util, mem, power, sm))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period_s):
@@ -130,6 +155,7 @@ class GpuSampler:
         util = [s[1] for s in self.samples if not math.isnan(s[1])]
         mem = [s[2] for s in self.samples if not math.isnan(s[2])]
         power = [s[3] for s in self.samples if not math.isnan(s[3])]
+        sm = [s[4] for s in self.samples if not math.isnan(s[4])]
         span = self.samples[-1][0] - self.samples[0][0]
         out.update(
             gpu_util_mean=sum(util) / len(util) if util else NAN,
@@ -139,13 +165,18 @@ class GpuSampler:
             power_w_mean=sum(power) / len(power) if power else NAN,
             energy_j=self._energy1 - self._energy0,
             telemetry_hz=(len(self.samples) - 1) / span if span > 0 else NAN,
+            sm_clock_mhz_min=min(sm) if sm else NAN,
+            sm_clock_mhz_mean=sum(sm) / len(sm) if sm else NAN,
+            throttle_reasons=float(self.throttle),
+            gpu_other_procs=float(self.other_procs),
         )
         return out
 
 
 def gpu_inventory() -> dict:
-    """GPU names, driver and count for the manifest (empty values without NVML)."""
-    nv = _nvml()
+    """GPU names, driver and count for the manifest (empty values without NVML, silently: a CPU
+    machine has no GPU to report)."""
+    nv = _nvml(warn=False)
     if nv is None:
         return {"gpu_count": 0, "gpu_names": [], "gpu_driver": None}
     def text(x):

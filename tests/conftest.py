@@ -17,7 +17,7 @@ from harness.tiny import tiny_model, tiny_tokenizer
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLE_DATA = Path(__file__).parent / "fixtures" / "data"  # a few records of each suite, in the repo
 
 PROMPT_TEXTS = [
     "Natalia sold clips to 48 of her friends in April, and then half as many in May.",
@@ -69,9 +69,40 @@ def prompts(tiny_qwen2) -> list[list[int]]:
     return [tok.encode(t) for t in PROMPT_TEXTS]
 
 
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    path = Path(os.environ.get("PDBENCH_DATA", SHARED_DATA))
-    if not path.exists():
-        pytest.skip(f"shared data directory {path} is absent")
+def full_data() -> Path | None:
+    """The full evaluation files, from $PDBENCH_DATA (CI sets it); None when not given."""
+    path = os.environ.get("PDBENCH_DATA")
+    return Path(path) if path and Path(path).is_dir() else None
+
+
+@pytest.fixture
+def data_dir(monkeypatch) -> Path:
+    """The full data sets (tests that count all 1319 GSM8K problems need them), never the hub."""
+    path = full_data()
+    if path is None:
+        pytest.skip("set PDBENCH_DATA to a folder with the full suite files (gsm8k_test.jsonl, ...)")
+    monkeypatch.setenv("PDBENCH_DATA", str(path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return path
+
+
+@pytest.fixture
+def sample_data(monkeypatch) -> Path:
+    """The slices in tests/fixtures/data: always there, a few records per suite."""
+    monkeypatch.setenv("PDBENCH_DATA", str(SAMPLE_DATA))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return SAMPLE_DATA
+
+
+@pytest.fixture
+def fake_suites():
+    """The in-memory suites of tests/fakes.py, registered for one test and removed after it."""
+    import suites
+    from tests import fakes
+
+    names = {"test-echo": fakes.EchoSuite, "test-code": fakes.SlowCodeSuite}
+    for name, cls in names.items():
+        suites.register(name)(cls)
+    yield fakes
+    for name in names:
+        suites.unregister(name)

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from harness import cli, store
-from tests import test_runner_fakes  # noqa: F401  (registers the test suites)
+
+pytestmark = pytest.mark.usefixtures("fake_suites")
 
 SUBCOMMANDS = ["run", "report", "plot", "list", "verify"]
 

@@ -1,40 +1,62 @@
-"""plots: every figure is built from data (non-empty axes) and written as PNG and SVG."""
+"""plots: each figure shows what it claims (intervals, direct labels, fixed accuracy axes, short
+legends) and every figure is written as PNG and SVG."""
 
 import json
 
 from harness import plots, store
-from tests.test_report import build_run
-from tests.test_store import make_row
+from tests.test_report import build_run, cell_rows
 
 
 def add_tau_sweep(tmp_path):
-    rows = []
-    for t, tpf in ((0.5, 3.0), (0.9, 2.0), (1.0, 1.0)):
-        for i in range(3):
-            rows.append(make_row(f"h_t{t}", f"s{i}", cell_name=f"conf-t{t}", decoder="sdlm-conf", suite="arith",
-                                 decoder_params=json.dumps({"block_size": 4, "threshold": t}), model="m",
-                                 dtype="float32", device="cpu", batch_size=2, max_new_tokens=16,
-                                 batch_id=f"t{t}", batch_wall_s=0.3, n_tokens=6, n_forward=int(6 / tpf), tpf=tpf,
-                                 correct=i < 2, ttft_s=0.05, e2e_s=0.1 * (i + 1), finish="eos",
-                                 accepted=[int(tpf)] * int(6 / tpf), step_s=[0.1] * int(6 / tpf)))
-    store.append_samples(tmp_path, rows)
+    for t, (n_tok, n_fwd) in {0.5: (12, 4), 0.7: (12, 6), 1.0: (12, 12)}.items():
+        store.append_samples(tmp_path, cell_rows(f"h_t{t}", f"conf-t{t}", "sdlm-conf",
+                                                 {"block_size": 4, "threshold": t}, [0.3] * 4,
+                                                 [True, True, False, True] * 2, n_tok, n_fwd))
 
 
-def test_figures_have_data_and_files_are_written(tmp_path):
+def test_figures_are_written(tmp_path):
     build_run(tmp_path)
     add_tau_sweep(tmp_path)
     figs = plots.build_figures(tmp_path)
     assert set(figs) == {"accuracy_vs_tpf", "speedup", "tau_ablation", "accepted_lengths", "latency_cdf"}
-    for name, fig in figs.items():
-        for ax in fig.axes:
-            if ax.get_label() == "<colorbar>":
-                continue
-            assert ax.has_data(), name
-            assert ax.get_xlabel() and ax.get_ylabel(), name
     written = plots.write_plots(tmp_path)
-    assert len(written) == 10
-    for path in written:
-        assert path.stat().st_size > 5000, path
+    assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in figs for e in ("png", "svg"))
+    assert all(p.stat().st_size > 5000 for p in written)
+
+
+def test_tau_ablation_shows_accuracy_on_its_whole_scale_with_intervals(tmp_path):
+    build_run(tmp_path)
+    add_tau_sweep(tmp_path)
+    fig = plots.build_figures(tmp_path)["tau_ablation"]
+    tpf_ax, acc_ax = fig.axes[0], fig.axes[1]
+    assert acc_ax.get_ylim() == (-0.02, 1.02)  # a 1-problem difference is not zoomed into a V
+    assert acc_ax.containers, "accuracy points carry error bars"
+    (line,) = tpf_ax.get_lines()
+    assert list(line.get_xdata()) == [0.5, 0.7, 0.9, 1.0] and list(line.get_ydata()) == [3.0, 2.0, 2.5, 1.0]
+
+
+def test_accuracy_vs_tpf_labels_each_point_with_what_varies(tmp_path):
+    build_run(tmp_path)
+    add_tau_sweep(tmp_path)
+    ax = plots.build_figures(tmp_path)["accuracy_vs_tpf"].axes[0]
+    labels = {t.get_text() for t in ax.texts}
+    assert {"τ=0.5", "τ=0.7", "τ=0.9", "τ=1.0", "ar"} <= labels
+    assert len(ax.get_legend().get_texts()) <= 3  # one entry per decoder and the front
+
+
+def test_speedup_bars_carry_the_paired_interval_and_mark_unstable_cells(tmp_path):
+    build_run(tmp_path, conf_walls=(0.5, 0.5, 0.5, 3.0))
+    ax = plots.build_figures(tmp_path)["speedup"].axes[0]
+    assert any(t.get_text().endswith("⚠") for t in ax.get_yticklabels())
+    assert ax.containers and ax.get_xlabel().startswith("speedup over AR")
+
+
+def test_crowded_plots_split_by_family_instead_of_long_legends(tmp_path):
+    build_run(tmp_path)
+    add_tau_sweep(tmp_path)
+    figs = plots.build_figures(tmp_path)
+    assert [ax.get_title() for ax in figs["accepted_lengths"].axes] == ["ar", "sdlm-conf"]
+    assert all(ax.get_legend() is None for ax in figs["latency_cdf"].axes)  # lines are labelled in place
 
 
 def test_pareto_front():

@@ -9,22 +9,24 @@ import pytest
 
 from harness import runner, store
 from harness.sweep import parse_sweep
-from tests.test_runner_fakes import SlowCodeSuite, sweep_text, tiny_loader
+from tests.fakes import SlowCodeSuite, sweep_text, tiny_loader
 
 OPTS = runner.RunOptions(progress=False)
+pytestmark = pytest.mark.usefixtures("fake_suites")
 
 
 def run(text, out, loader=tiny_loader, opts=OPTS):
-    return runner.run(parse_sweep(text, "t.toml"), out, opts, argv=["test"], loader=loader)
+    return runner.run(parse_sweep(text, "t.toml").cells, out, opts, argv=["test"], loader=loader)
 
 
 def test_run_resume_and_stale_reuse(tmp_path):
     res = run(sweep_text(), tmp_path)
     assert (res.rows_written, res.failures) == (12, [])
     df = store.read_samples(tmp_path)
-    for row in df.to_dict("records"):
-        runner.check_row({**row, "accepted": list(row["accepted"]), "step_s": list(row["step_s"]),
-                          "output_ids": list(row["output_ids"])})
+    for row in df.to_dict("records"):  # the stored rows keep the bookkeeping identities
+        assert sum(row["accepted"]) == row["n_tokens"] == len(row["output_ids"])
+        assert len(row["accepted"]) == len(row["step_s"]) == row["n_forward"]
+        assert row["tpf"] == row["n_tokens"] / row["n_forward"]
     assert df.groupby("cell_hash").size().tolist() == [4, 4, 4]
     assert set(df["tpf"][df["decoder"] == "ar"]) == {1.0}
     assert (df["n_tokens"] - df["n_tokens_excl_eos"]).isin([0, 1]).all()
@@ -65,6 +67,7 @@ def test_failing_cells_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch)
     oom = fails[fails["cell_name"] == "conf-t0.0"].iloc[0]
     assert "out of memory" in oom["message"] and "Traceback" in oom["traceback"] and oom["cell_hash"]
     assert "len(accepted)" in fails[fails["cell_name"] == "conf-t1.0"].iloc[0]["message"]  # bookkeeping
+    assert set(fails["error_type"]) == {"RuntimeError", "BookkeepingError"}
 
 
 def test_code_exec_gate_before_any_model_loads(tmp_path):

@@ -12,7 +12,8 @@ import pytest
 
 from harness import runner, store
 from harness.sweep import parse_sweep
-from tests.test_runner_fakes import DATA, REPO, tiny_loader
+from tests.conftest import SAMPLE_DATA as DATA
+from tests.fakes import REPO, tiny_loader
 
 SWEEP = """
 description = "e2e: every decoder on 3 GSM8K problems"
@@ -39,16 +40,12 @@ params = { block_size = 4, threshold = 0.9 }
 """
 N_CELLS, N_SAMPLES = 4, 3
 
-needs_data = pytest.mark.skipif(not (DATA / "gsm8k_test.jsonl").exists(), reason=f"no GSM8K copy in {DATA}")
-
-
 def cli_process(out, sweep):
     env = {**os.environ, "PYTHONPATH": str(REPO), "PDBENCH_DATA": str(DATA)}
     cmd = [sys.executable, "-m", "harness", "run", "--sweep", str(sweep), "--out", str(out)]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@needs_data
 def test_sigkill_mid_sweep_then_resume_gives_one_row_per_cell_and_sample(tmp_path, capsys):
     from harness import cli
 
@@ -87,9 +84,8 @@ def test_sigkill_mid_sweep_then_resume_gives_one_row_per_cell_and_sample(tmp_pat
         print(f"\ne2e (kill + resume) wall time: {wall:.1f}s; rows before kill: {len(killed)}, after: {len(df)}")
 
 
-@needs_data
 def test_same_sweep_twice_gives_identical_non_timing_columns(tmp_path):
-    cells = parse_sweep(SWEEP.replace("limit = 3", "limit = 2"), "e2e.toml")[:3]
+    cells = parse_sweep(SWEEP.replace("limit = 3", "limit = 2"), "e2e.toml").cells[:3]
     opts = runner.RunOptions(progress=False, data_dir=str(DATA))
     for name in ("a", "b"):
         runner.run(cells, tmp_path / name, opts, argv=["test"], loader=tiny_loader)

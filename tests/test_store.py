@@ -11,7 +11,7 @@ from harness import store
 
 def make_row(cell="h1", sample="s0", repeat=0, **kw):
     row = {name: None for name in store.SAMPLE_SCHEMA.names}
-    row.update(run_id="r", cell_hash=cell, cell_name=f"name-{cell}", sample_id=sample, repeat=repeat,
+    row.update(run_id="r", session=0, cell_hash=cell, cell_name=f"name-{cell}", sample_id=sample, repeat=repeat,
                output_ids=[1, 2], accepted=[1, 1], step_s=[0.1, 0.1], n_tokens=2, n_forward=2, tpf=1.0,
                correct=True, batch_id=f"{cell}-{repeat}-b0", batch_size=1, batch_wall_s=0.2, e2e_s=0.2)
     row.update(kw)

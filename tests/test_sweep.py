@@ -1,10 +1,11 @@
-"""Sweep files: grids, zips, names, and one test per kind of malformed file (with its line)."""
+"""Sweep files: grids, zips, names, and one test per kind of malformed file (named by key path)."""
 
 import pytest
 
 from harness.cells import Cell, cell_hash
 from harness.sweep import SweepError, available_presets, load_sweep, parse_sweep, presets_dir
-from tests import test_runner_fakes  # noqa: F401  (registers the test suites)
+
+pytestmark = pytest.mark.usefixtures("fake_suites")
 
 BASE = """\
 [defaults]
@@ -28,7 +29,7 @@ threshold = [0.5, 0.9]
 block_size = [4, 8]
 max_steps_per_block = [2, 3]
 """
-    cells = parse_sweep(text, "s.toml")
+    cells = parse_sweep(text, "s.toml").cells
     assert [c.name for c in cells[:2]] == ["tiny-random-qwen2/test-echo/ar/bs1", "tiny-random-qwen2/test-echo/ar/bs2"]
     bd = [(c.params["threshold"], c.params["block_size"], c.params["max_steps_per_block"]) for c in cells[2:]]
     assert sorted(bd) == [(0.5, 4, 2), (0.5, 8, 3), (0.9, 4, 2), (0.9, 8, 3)]  # zipped, not crossed
@@ -36,41 +37,57 @@ max_steps_per_block = [2, 3]
 
 
 def test_command_line_overrides_beat_the_file():
-    cells = parse_sweep(BASE + '[[sweep]]\ndecoder = "ar"\nbatch_size = 4\n', "s.toml", {"batch_size": 1, "limit": 2})
+    cells = parse_sweep(BASE + '[[sweep]]\ndecoder = "ar"\nbatch_size = 4\n', "s.toml", {"batch_size": 1, "limit": 2}).cells
     assert (cells[0].batch_size, cells[0].limit) == (1, 2)
 
 
 MALFORMED = [
-    # (sweep body appended to BASE, line of the error, words the message must contain)
-    ('[[sweep]]\ndecoder = "ar"\nbatch_sise = 2\n', 6, ["unknown key 'batch_sise'", "did you mean 'batch_size'"]),
-    ('[[sweep]]\ndecoder = "ar"\nbatch_size = "2"\n', 6, ["'batch_size' must be an int >= 1", "str"]),
-    ('[[sweep]]\ndecoder = "ar"\nbatch_size = 0\n', 6, ["'batch_size' must be an int >= 1, got 0"]),
-    ('[[sweep]]\ndecoder = "sdlm-cnf"\n', 5, ["unknown decoder 'sdlm-cnf'", "did you mean 'sdlm-conf'"]),
-    ('[[sweep]]\ndecoder = "ar"\nsuite = "test-ecko"\n', 6, ["unknown suite 'test-ecko'", "did you mean 'test-echo'"]),
-    ('[[sweep]]\ndecoder = "ar"\n\n[[sweep]]\ndecoder = "sdlm-conf"\n[sweep.params]\nthreshhold = 0.9\n', 10,
-     ["[[sweep]] #2", "no parameter 'threshhold'", "did you mean 'threshold'"]),
-    ('[[sweep]]\ndecoder = "sdlm-conf"\nparams = { block_size = 4, threshold = [0.5, 1.5] }\n', 6,
-     ["bad value", "threshold=1.5", "[0, 1]"]),
-    ('[[sweep]]\ndecoder = "sdlm-conf"\n[sweep.params]\nblock_size = 2.5\n', 7, ["'block_size' must be int", "float"]),
-    ('[[sweep]]\ndecoder = "ar"\ndtype = "fp8"\n', 6, ["'dtype' must be one of"]),
-    ('[[sweep]]\ndecoder = "sdlm-conf"\n[sweep.zip.params]\nblock_size = [2, 4]\nthreshold = [0.5]\n', 8,
-     ["equal lengths"]),
-    ('[[sweep]]\nmodel = "x"\n', 4, ["missing required key 'decoder'"]),
-    ('[[sweep]]\ndecoder = "ar"\nlimit = 3\nlimit = 4\n', 7, ["TOML syntax error", "line 7"]),
-    ('[[sweep]]\ndecoder = "sdlm-conf"\nname = "conf"\nparams = { threshold = [0.5, 0.9] }\n', 6,
+    # (sweep body appended to BASE, where the error points, words the message must contain)
+    ('[[sweep]]\ndecoder = "ar"\nbatch_sise = 2\n', "[[sweep]] #1 batch_sise",
+     ["unknown key 'batch_sise'", "did you mean 'batch_size'"]),
+    ('[[sweep]]\ndecoder = "ar"\nbatch_size = "2"\n', "[[sweep]] #1 batch_size", ["'batch_size' must be an int >= 1", "str"]),
+    ('[[sweep]]\ndecoder = "ar"\nbatch_size = 0\n', "[[sweep]] #1 batch_size", ["'batch_size' must be an int >= 1, got 0"]),
+    ('[[sweep]]\ndecoder = "sdlm-cnf"\n', "[[sweep]] #1 decoder", ["unknown decoder 'sdlm-cnf'", "did you mean 'sdlm-conf'"]),
+    ('[[sweep]]\ndecoder = "ar"\nsuite = "test-ecko"\n', "[[sweep]] #1 suite",
+     ["unknown suite 'test-ecko'", "did you mean 'test-echo'"]),
+    ('[[sweep]]\ndecoder = "ar"\n\n[[sweep]]\ndecoder = "sdlm-conf"\n[sweep.params]\nthreshhold = 0.9\n',
+     "[[sweep]] #2 params.threshhold", ["no parameter 'threshhold'", "did you mean 'threshold'"]),
+    ('[[sweep]]\ndecoder = "sdlm-conf"\n[sweep.params]\nblock_size = 2.5\n', "[[sweep]] #1 params.block_size",
+     ["'block_size' must be int", "float"]),
+    ('[[sweep]]\ndecoder = "ar"\ndtype = "fp8"\n', "[[sweep]] #1 dtype", ["'dtype' must be one of"]),
+    ('[[sweep]]\ndecoder = "sdlm-conf"\n[sweep.zip.params]\nblock_size = [2, 4]\nthreshold = [0.5]\n',
+     "[[sweep]] #1 zip.params.threshold", ["equal lengths"]),
+    ('[[sweep]]\nmodel = "x"\n', "[[sweep]] #1:", ["missing required key 'decoder'"]),
+    ('[[sweep]]\ndecoder = "ar"\nlimit = 3\nlimit = 4\n', "TOML syntax error", ["line 7"]),
+    ('[[sweep]]\ndecoder = "sdlm-conf"\nname = "conf"\nparams = { threshold = [0.5, 0.9] }\n', "[[sweep]] #1 name",
      ["'conf' is not unique"]),
-    ('[[sweep]]\ndecoder = "ar"\n[[swep]]\ndecoder = "ar"\n', 6, ["top level", "unknown key 'swep'"]),
+    ('[[sweep]]\ndecoder = "ar"\n[[swep]]\ndecoder = "ar"\n', "top-level key 'swep'", ["unknown key 'swep'"]),
+    ('[run]\ninterleave = "yes"\n[[sweep]]\ndecoder = "ar"\n', "[run] interleave", ["true or false"]),
+    ('[run]\nthreads = 0\n[[sweep]]\ndecoder = "ar"\n', "[run] threads", ['"auto" or an int >= 1']),
 ]
 
 
-@pytest.mark.parametrize("body,line,words", MALFORMED, ids=[m[2][0][:30] for m in MALFORMED])
-def test_malformed_sweep_gives_line_precise_error(body, line, words):
+@pytest.mark.parametrize("body,where,words", MALFORMED, ids=[m[1] + ":" + m[2][0][:20] for m in MALFORMED])
+def test_malformed_sweep_names_the_key(body, where, words):
     with pytest.raises(SweepError) as err:
         parse_sweep(BASE + body, "bad.toml")
     msg = str(err.value)
-    assert f"bad.toml:{line}:" in msg or f"line {line}" in msg, msg
+    assert msg.startswith("bad.toml: invalid sweep:") and where in msg, msg
     for w in words:
         assert w in msg, msg
+
+
+def test_bad_parameter_values_are_found_once_before_any_model_loads(tmp_path):
+    """Values are checked when the runner builds each decoder (once), and named by key path."""
+    from harness import runner
+
+    body = '[[sweep]]\ndecoder = "sdlm-conf"\nparams = { block_size = 4, threshold = [0.5, 1.5] }\n'
+    cells = parse_sweep(BASE + body, "bad.toml").cells
+    with pytest.raises(runner.RunConfigError) as err:
+        runner.run(cells, tmp_path / "r", runner.RunOptions(progress=False), loader=None)
+    msg = str(err.value)
+    assert "bad.toml: [[sweep]] #1 params.threshold:" in msg and "threshold=1.5" in msg and "[0, 1]" in msg
+    assert "threshold=0.5" not in msg and not (tmp_path / "r").exists()
 
 
 def test_all_errors_reported_at_once():
@@ -80,17 +97,27 @@ def test_all_errors_reported_at_once():
     assert len(err.value.errors) == 3, err.value.errors
 
 
-def test_single_cell_flags_are_validated_like_files():
-    from harness.sweep import single_cell_toml
+def test_single_cell_flag_errors_name_the_flag():
+    from harness.sweep import COMMAND_LINE, single_cell_toml
 
-    text = single_cell_toml({"model": "m", "decoder": "sdlm-conf", "suite": "test-echo"}, {"block_size": 0})
-    with pytest.raises(SweepError, match="block_size=0"):
-        parse_sweep(text, "<command line>")
+    text = single_cell_toml({"model": "m", "decoder": "sdlm-conf", "suite": "test-echo", "batch_size": 0},
+                            {"treshold": 0.5})
+    with pytest.raises(SweepError) as err:
+        parse_sweep(text, COMMAND_LINE)
+    msg = str(err.value)
+    assert "invalid sweep" not in msg and "--batch-size: 'batch_size' must be an int >= 1, got 0" in msg
+    assert "-p treshold: decoder 'sdlm-conf' has no parameter 'treshold'" in msg
+
+
+def test_run_table_is_returned():
+    swept = parse_sweep('[run]\ninterleave = false\ntiming_repeats = 3\nthreads = "auto"\n' + BASE +
+                        '[[sweep]]\ndecoder = "ar"\n', "s.toml")
+    assert swept.run == {"interleave": False, "timing_repeats": 3, "threads": "auto"} and len(swept.cells) == 1
 
 
 def test_cell_hash_tracks_outputs_not_bookkeeping():
     import decoders
-    from tests.test_runner_fakes import EchoSuite
+    from tests.fakes import EchoSuite
 
     desc = {"model": "m", "dtype": "float32", "device": "cpu", "n_params": 10}
     suite = EchoSuite()
@@ -113,7 +140,7 @@ def test_shipped_presets_are_valid():
 
     for path in sorted(presets_dir().glob("*.toml")):
         try:
-            cells = load_sweep(path)
+            cells = load_sweep(path).cells
         except SweepError as e:  # a preset on a suite that has not landed yet is not this test's business
             if all("unknown suite" in x for x in e.errors) and not set(suites.available()) >= {"arith", "toy-code"}:
                 continue

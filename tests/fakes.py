@@ -1,19 +1,17 @@
 """Shared helpers for the harness tests: a deterministic in-memory suite (no data files), a code suite
-for the code-exec gate and the grading pool, and a tiny-model loader. No tests live here."""
+for the code-exec gate and the grading pool, and a tiny-model loader. No tests live here; the
+`fake_suites` fixture (conftest.py) registers the suites for one test."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-import suites
 from suites.base import Grade, Sample, Suite
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 
 
-@suites.register("test-echo")
 class EchoSuite(Suite):
     """N fixed prompts; 'correct' is a deterministic function of the completion so that accuracy
     varies between decoders without a trained model."""
@@ -35,7 +33,6 @@ class EchoSuite(Suite):
         return Grade(correct=len(completion) % 2 == 0, extracted=str(len(completion)), status="ok", detail="parity")
 
 
-@suites.register("test-code")
 class SlowCodeSuite(EchoSuite):
     """Pretends to execute code: grading sleeps, so the pool's overlap with decoding is exercised."""
 

@@ -32,13 +32,41 @@ ARCHS = {
     "qwen2.5-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                        num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
 }
-METHODS = {
-    "generate": None,
-    "ar": {},
-    "sdlm-conf": dict(block_size=4, threshold=0.9),
-    "sdlm-ssd": dict(block_size=4),
-    "block-diffusion": dict(block_size=4, threshold=0.9),
-}
+# What `--methods` runs by default: HF generate, then pdbench decoders as NAME[:param=value,...]; any
+# registered decoder can be given the same way.
+DEFAULT_METHODS = ("generate", "ar", "sdlm-conf:block_size=4,threshold=0.9", "sdlm-ssd:block_size=4",
+                   "block-diffusion:block_size=4,threshold=0.9")
+
+
+def parse_method(text: str) -> tuple[str, dict]:
+    """"sdlm-conf:block_size=4,threshold=0.9" -> ("sdlm-conf", {...}); values read as TOML literals.
+    Raises ValueError on an unknown decoder or parameter (decoders' own messages)."""
+    import tomllib
+
+    name, _, rest = text.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, _, raw = item.partition("=")
+        try:
+            params[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            params[key.strip()] = raw
+    if name != "generate":
+        decoders.get(name, **params)  # validate now, before the model loads
+    return name, params
+
+
+class FixedLength:
+    """An adapter seen without its EOS ids, so every row generates exactly max_new_tokens and random
+    weights time like trained ones. A view: the caller's adapter is not changed."""
+
+    eos_ids: tuple[int, ...] = ()
+
+    def __init__(self, adapter: HFModelAdapter):
+        self._adapter = adapter
+
+    def __getattr__(self, name):
+        return getattr(self._adapter, name)
 
 
 def random_arch_model(arch: str, device: str | None, dtype: str | None) -> HFModelAdapter:
@@ -98,20 +126,24 @@ def run_generate(adapter: HFModelAdapter, prompts: list[list[int]], new: int) ->
     return new * len(prompts), total, 1000 * (total - prefill) / (new - 1), 1.0
 
 
-def run_decoder(adapter: HFModelAdapter, name: str, params: dict, prompts, new: int, engine: str = "dynamic"):
+def run_decoder(adapter, name: str, params: dict, prompts, new: int, engine: str = "dynamic"):
+    """-> (tokens, seconds, ms per decode forward (the adapter's own times, prefill left out), TPF)."""
     sync(adapter.device)
+    first = adapter.n_forward
     t0 = time.perf_counter()
     results = decoders.get(name, engine=engine, **params).generate(adapter, prompts, new)
     sync(adapter.device)
     seconds = time.perf_counter() - t0
-    steps = [s for r in results[:1] for s in r.step_s[1:]]  # all rows share forwards at fixed length
+    decode = adapter.forward_seconds(first + 1, adapter.n_forward)
     tokens = sum(r.n_tokens for r in results)
-    return tokens, seconds, 1000 * sum(steps) / max(len(steps), 1), tokens / sum(r.n_forward for r in results)
+    return tokens, seconds, 1000 * sum(decode) / max(len(decode), 1), tokens / sum(r.n_forward for r in results)
 
 
 def bench(adapter: HFModelAdapter, batch_sizes: list[int], methods: list[str], prompt_len: int, new: int,
           repeats: int, bandwidth_bytes: int, engine: str = "dynamic") -> pd.DataFrame:
-    adapter.eos_ids = ()  # fixed-length generation: EOS never stops a row
+    """`methods`: "generate" or NAME[:param=value,...] of any registered decoder."""
+    parsed = {m: parse_method(m) for m in methods}
+    fixed = FixedLength(adapter)  # fixed-length generation: EOS never stops a row
     bandwidth = measure_bandwidth(adapter.device, bandwidth_bytes)
     wbytes = weight_bytes(adapter)
     floor_ms = 1000 * wbytes / bandwidth
@@ -121,19 +153,21 @@ def bench(adapter: HFModelAdapter, batch_sizes: list[int], methods: list[str], p
     for batch in batch_sizes:
         prompts = torch.randint(0, min(vocab, 150000), (batch, prompt_len), generator=gen).tolist()
         for method in methods:
+            name, params = parsed[method]
+
             def once(n):
-                if method == "generate":
+                if name == "generate":
                     return run_generate(adapter, prompts, n)
-                return run_decoder(adapter, method, METHODS[method], prompts, n, engine)
+                return run_decoder(fixed, name, params, prompts, n, engine)
 
             once(min(new, 8))  # warm-up (kernels, allocator)
             for rep in range(repeats):
-                with GpuSampler(cuda_device=adapter.device) as sampler:
+                with GpuSampler(cuda_device=adapter.device, enabled=adapter.device.type == "cuda") as sampler:
                     tokens, seconds, ms_fwd, tpf = once(new)
                 tele = sampler.result()
                 rows.append(dict(
                     model=adapter.name, dtype=str(adapter.dtype).removeprefix("torch."), device=str(adapter.device),
-                    method=method, engine="hf" if method == "generate" else engine, batch_size=batch, prompt_len=prompt_len, new_tokens=new, repeat=rep,
+                    method=method, engine="hf" if name == "generate" else engine, batch_size=batch, prompt_len=prompt_len, new_tokens=new, repeat=rep,
                     tokens=tokens, seconds=seconds, tok_s=tokens / seconds, ms_per_forward=ms_fwd, tpf=tpf,
                     weight_gb=wbytes / 1e9, bandwidth_gb_s=bandwidth / 1e9, floor_ms=floor_ms,
                     roofline_fraction=floor_ms / ms_fwd, peak_mem_mib=tele["torch_peak_mem_mib"],
@@ -167,7 +201,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--model", default="tiny-random-qwen2",
                     help="HF id, local dir, .gguf, alias, or arch:NAME for random weights (" + ", ".join(ARCHS) + ")")
     ap.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    ap.add_argument("--methods", default=";".join(DEFAULT_METHODS),
+                    help="';'-separated: generate, or any decoder as NAME[:param=value,...] (default: %(default)s)")
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
@@ -178,10 +213,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--bandwidth-mib", type=int, default=0, help="copy size for the bandwidth probe (0: 2048 on GPU, 256 on CPU)")
     ap.add_argument("--out", default=None, help="output directory (default results/bench-<time>)")
     args = ap.parse_args(argv)
-    methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        ap.error(f"unknown method(s) {unknown}; accepted: {', '.join(METHODS)}")
+    methods = [m for m in args.methods.split(";") if m]
+    for m in methods:
+        try:
+            parse_method(m)
+        except (KeyError, ValueError) as e:
+            ap.error(f"--methods {m!r}: {e.args[0] if isinstance(e, KeyError) else e}")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.new_tokens < 2:
         ap.error("--new-tokens must be >= 2")

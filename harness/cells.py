@@ -90,18 +90,41 @@ def package_version(dist: str) -> str:
     return found.group(1) if found else "unknown"
 
 
+# harness modules that cannot change a stored row (what is decoded, or how it is graded): they only
+# read, summarise, draw or describe. Every other module of harness/, decoders/ and suites/ is hashed,
+# so a new module counts by default.
+NOT_OUTPUT_CODE = frozenset({"__init__.py", "__main__.py", "cli.py", "report.py", "plots.py", "manifest.py",
+                             "verify.py", "bench.py", "stats.py", "telemetry.py", "load.py", "aup.py"})
+
+
+def code_files(decoder_cls: type, suite_cls: type) -> list[Path]:
+    """Every source file whose code can change this cell's rows: the decoder's and the suite's own
+    modules and their bases', every shared module of the two packages (all but the modules that
+    define *other* registered decoders or suites), the registry, and the harness modules that load
+    the model, build the rows and run the batches."""
+    import decoders
+    import harness
+    import pdbench_registry
+    import suites
+
+    files: set[Path] = {Path(pdbench_registry.__file__).resolve()}
+    for package, cls in ((decoders, decoder_cls), (suites, suite_cls)):
+        own = {Path(inspect.getfile(k)).resolve() for k in inspect.getmro(cls) if k is not object}
+        others = {Path(inspect.getfile(package.get_class(n))).resolve() for n in package.available()} - own
+        files |= own | {p.resolve() for p in Path(package.__file__).parent.glob("*.py")} - others
+    harness_dir = Path(harness.__file__).parent
+    files |= {p.resolve() for p in harness_dir.glob("*.py") if p.name not in NOT_OUTPUT_CODE}
+    return sorted(files)
+
+
 @lru_cache(maxsize=None)
-def source_digest(obj: type) -> str:
-    """Hash of the source files that define a decoder class and its bases, so a code change to a
-    decoder invalidates its stored rows (a version number would be forgotten)."""
+def code_digest(decoder_cls: type, suite_cls: type) -> str:
+    """Hash of code_files(): a change to any of them gives a new cell hash, so rows computed by the old
+    code are never reused (a version number would be forgotten)."""
     h = hashlib.sha256()
-    for klass in inspect.getmro(obj):
-        if klass is object:
-            continue
-        try:
-            h.update(Path(inspect.getfile(klass)).read_bytes())
-        except (TypeError, OSError):
-            h.update(klass.__qualname__.encode())
+    for path in code_files(decoder_cls, suite_cls):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -141,7 +164,7 @@ def hash_payload(cell: Cell, decoder, suite, model_desc: dict[str, Any]) -> dict
         "add_mask_token": cell.add_mask_token,
         "decoder": cell.decoder,
         "decoder_params": decoder.params(),
-        "decoder_source": source_digest(type(decoder)),
+        "code": code_digest(type(decoder), type(suite)),
         "suite": cell.suite,
         "suite_version": str(suite.version),
         "prompt_hash": suite.prompt_hash,

@@ -244,19 +244,25 @@ def cmd_list(args) -> int:
     from harness import sweep
 
     if args.what in (None, "decoders"):
-        print("decoders (parameter=default: allowed values):")
+        def describe(cls, names) -> list[str]:
+            allowed = cls.allowed_values()
+            return [f"      {f.name}={f.default!r}" + (f": {allowed[f.name]}" if allowed.get(f.name) else "")
+                    for f in fields(cls) if f.name in names and f.default is not MISSING]
+
+        common = [f.name for f in fields(decoders.Decoder)]
+        print("decoders (parameter=default: allowed values); every decoder also takes:")
+        print("\n".join(describe(decoders.Decoder, common)))
         for name in decoders.available():
             cls = decoders.get_class(name)
             print(f"  {name}" + (f"  -- {cls.source}" if getattr(cls, "source", "") else ""))
-            allowed = cls.allowed_values()
-            for f in fields(cls):
-                if f.default is not MISSING:
-                    print(f"      {f.name}={f.default!r}" + (f": {allowed[f.name]}" if allowed.get(f.name) else ""))
+            print("\n".join(describe(cls, [f.name for f in fields(cls) if f.name not in common])) or "      (no own parameters)")
     if args.what in (None, "suites"):
         print("suites:")
         for name in suites.available():
             cls = suites.get_class(name)
-            needs = [n for n in (getattr(cls, "needs_data", ""),
+            spec = getattr(cls, "data_spec", None)
+            needs = [n for n in (f"data: {spec.filenames[0]} in --data-dir / $PDBENCH_DATA, or the hub's {spec.hub_id}"
+                                 if spec else "",
                                  "executes code: --allow-code-exec" if getattr(cls, "needs_code_exec", False) else "")
                      if n]
             print(f"  {name:16} version {getattr(cls, 'version', '?')}" + (f"  [{'; '.join(needs)}]" if needs else ""))

@@ -174,6 +174,12 @@ def load_model(
     return HFModelAdapter(hf_model, tokenizer, name=model, add_mask_token=add_mask_token, gguf_file=gguf)
 
 
+def cache_argument(hf_model) -> str:
+    """The name of the forward's KV-cache argument: transformers 5.24 renamed `past_key_values` to
+    `cache` (the old name warns on every call and goes in 5.40); 5.17-5.23 know only the old one."""
+    return "cache" if "cache" in inspect.signature(type(hf_model).forward).parameters else "past_key_values"
+
+
 def _as_list(x) -> list[int]:
     if x is None:
         return []
@@ -204,10 +210,7 @@ class HFModelAdapter:
         self._open = None  # the running forward's start (perf_counter value or CUDA event)
         hf_model.register_forward_pre_hook(self._start_timer, with_kwargs=True)
         hf_model.register_forward_hook(self._stop_timer, with_kwargs=True)
-        # transformers 5.24 renamed the forward's `past_key_values` to `cache` (the old name warns on
-        # every call and goes in 5.40); 5.17-5.23 know only the old one.
-        params = inspect.signature(type(hf_model).forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._cache_kwarg = cache_argument(hf_model)
 
     # -- special tokens -------------------------------------------------------------------------
     def _find_mask_id(self) -> int | None:

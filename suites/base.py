@@ -56,6 +56,7 @@ class Suite:
     name = "suite"
     version = "0"
     needs_code_exec = False  # True for suites that run generated code (opt-in: allow_code_exec)
+    data_spec = None  # suites.data.DataSpec of a suite that reads a data set (None: generated, no data)
 
     def __init__(self, data_dir=None, limit: int | None = None, shuffle: bool = False, seed: int = 0,
                  allow_code_exec: bool = False):

@@ -3,9 +3,11 @@
 Lookup order for a suite's data (the first that works wins):
   1. the `data_dir` argument: a directory holding one of the suite's file names, or the file itself;
   2. the PDBENCH_DATA environment variable, the same way;
-  3. the Hugging Face hub through `datasets.load_dataset(hub_id, config, split=...)`, skipped when
-     `datasets` is not installed or HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set.
-Local files are JSONL in the original formats (gzip allowed, e.g. HumanEval.jsonl.gz).
+  3. the Hugging Face hub through `datasets.load_dataset(hub_id, config, split=...)` (a default
+     dependency: it shows a download bar and caches under ~/.cache/huggingface), skipped when
+     HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set.
+Local files are JSONL in the original formats (gzip allowed, e.g. HumanEval.jsonl.gz). The hub rows
+and the JSONL records have the same fields, so both give the same samples and ids.
 """
 
 from __future__ import annotations
@@ -68,22 +70,27 @@ def _local_file(root: str | os.PathLike, spec: DataSpec) -> Path | None:
     return None
 
 
-def _from_hub(spec: DataSpec) -> list[dict] | None:
-    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE"):
-        return None
-    try:
-        import datasets  # optional dependency (pdbench[hub])
-    except ImportError:
-        return None
-    try:
-        rows = datasets.load_dataset(spec.hub_id, spec.hub_config, split=spec.hub_split)
-    except Exception:  # noqa: BLE001 - no network, no such revision, ...: fall through to the error
-        return None
-    return [dict(row) for row in rows]
+def hub_load(spec: DataSpec):
+    """The hub split as a `datasets.Dataset` (download bar and cache are datasets' own)."""
+    import datasets
+
+    return datasets.load_dataset(spec.hub_id, spec.hub_config, split=spec.hub_split)
 
 
-def load_records(suite_name: str, spec: DataSpec, data_dir=None) -> tuple[list[dict], str]:
-    """Records in file order and where they came from (a path or 'hf:<id>')."""
+def _from_hub(spec: DataSpec, loader) -> tuple[list[dict] | None, str]:
+    """(records, "") from the hub, or (None, why not)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("", "0"):
+        return None, "offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)"
+    try:
+        rows = loader(spec)
+    except Exception as e:  # noqa: BLE001 - no network, no such revision, ...: say why in the error
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    return [dict(row) for row in rows], ""
+
+
+def load_records(suite_name: str, spec: DataSpec, data_dir=None, hub_loader=None) -> tuple[list[dict], str]:
+    """Records in file order and where they came from (a path or 'hf:<id>'). `hub_loader(spec)` fetches
+    the hub split (tests give one that reads a local JSON file through `datasets`)."""
     tried = []
     for origin, root in (("data_dir", data_dir), ("PDBENCH_DATA", os.environ.get("PDBENCH_DATA"))):
         if not root:
@@ -93,14 +100,14 @@ def load_records(suite_name: str, spec: DataSpec, data_dir=None) -> tuple[list[d
         if path is not None:
             return read_jsonl(path, spec.fields), str(path)
         tried.append(f"{origin}={root} has none of {', '.join(spec.filenames)}")
-    rows = _from_hub(spec)
+    rows, why_not = _from_hub(spec, hub_loader or hub_load)
     if rows is not None:
         for i, row in enumerate(rows):
             missing = [name for name in spec.fields if name not in row]
             if missing:
                 raise DataError(f"hf:{spec.hub_id} row {i}: missing field {missing[0]!r}")
         return rows, f"hf:{spec.hub_id}"
-    tried.append(f"Hugging Face hub id {spec.hub_id!r} not reachable (or `datasets` not installed / offline)")
+    tried.append(f"Hugging Face hub {spec.hub_id!r}: {why_not}")
     raise DataError(
         f"no data for suite {suite_name!r}. Give it one of three ways: (1) data_dir=... / --data-dir pointing at "
         f"a directory with {spec.filenames[0]}, (2) the PDBENCH_DATA environment variable, or (3) a reachable "

@@ -29,6 +29,7 @@ def gold_number(answer: str) -> str:
 @register("gsm8k")
 class GSM8K(Suite):
     version = "1"
+    data_spec = SPEC
 
     def prompt_settings(self):
         return {"template": MATH_TEMPLATE, "system": SYSTEM_PROMPT, "shots": 0, "plain": "user turn + newline"}

@@ -25,6 +25,7 @@ RAW_STOPS = ("\nif __name__", "\nprint(", "\nassert ", "\n```")
 @register("humaneval")
 class HumanEval(CodeSuite):
     version = "1"
+    data_spec = SPEC
 
     def prompt_settings(self):
         return {"template": HUMANEVAL_TEMPLATE, "system": SYSTEM_PROMPT, "plain": "the raw prompt (continuation)",

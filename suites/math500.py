@@ -23,6 +23,7 @@ SPEC = DataSpec(("math500_test.jsonl", "math500.jsonl", "MATH-500.jsonl"),
 @register("math500")
 class MATH500(Suite):
     version = "1"
+    data_spec = SPEC
     verify_timeout_s = 10.0  # per answer, enforced by killing the math-verify worker
 
     def __init__(self, *args, verify_workers: int | None = None, **kwargs):

@@ -30,6 +30,7 @@ def called_function(tests: list[str]) -> str | None:
 @register("mbpp")
 class MBPP(CodeSuite):
     version = "1"
+    data_spec = SPEC
 
     def prompt_settings(self):
         return {"template": MBPP_TEMPLATE, "system": SYSTEM_PROMPT, "shots": 0, "plain": "user turn + newline"}

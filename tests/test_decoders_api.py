@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 import decoders
-from decoders.base import DecoderConfigError
+from decoders.base import DecodeResult, DecoderConfigError
 from harness.models import HFModelAdapter
+from harness.rows import BookkeepingError, check_batch
 from harness.tiny import tiny_model, tiny_tokenizer
 from tests.conftest import make_adapter
 
@@ -137,14 +138,41 @@ def test_sampling_is_seeded(tiny_qwen2, prompts, name, params):
     assert [r.tokens for r in a] != [r.tokens for r in greedy]
 
 
-def test_bookkeeping_fields(tiny_qwen2, prompts):
-    for name, params in ALL:
-        for r in decoders.get(name, **params).generate(tiny_qwen2, prompts, 12):
-            assert sum(r.accepted) == len(r.tokens)
-            assert len(r.accepted) == len(r.step_s) == r.n_forward
-            assert r.tpf == len(r.tokens) / r.n_forward
-            if name == "ar":
-                assert set(r.accepted) == {1}
+@pytest.mark.parametrize("name,params", ALL)
+def test_forward_counts_agree_with_the_adapter(tiny_qwen2, prompts, name, params):
+    """The adapter counts every call of the network itself; a decoder's rows must agree with it."""
+    for batch in ([prompts[0]], prompts):
+        before = tiny_qwen2.n_forward
+        results = decoders.get(name, **params).generate(tiny_qwen2, batch, 12)
+        ran = tiny_qwen2.n_forward - before
+        assert max(r.n_forward for r in results) == ran  # the longest row took part in every forward
+        check_batch(results, len(batch), ran)
+        if name == "ar":
+            assert all(set(r.accepted) == {1} for r in results)
+
+
+def test_check_batch_catches_a_misreporting_decoder(tiny_qwen2, prompts):
+    results = decoders.get("sdlm-conf", block_size=4, threshold=0.5).generate(tiny_qwen2, prompts, 8)
+    ran = max(r.n_forward for r in results)
+    check_batch(results, len(prompts), ran)
+    with pytest.raises(BookkeepingError, match="2 results for 3 prompts"):
+        check_batch(results[:2], len(prompts), ran)
+    with pytest.raises(BookkeepingError, match="the adapter ran"):
+        check_batch(results, len(prompts), ran - 1)  # a row claims a forward that never ran
+    padded = DecodeResult(results[0].tokens, results[0].accepted + [0], "length", results[0].step_s, 0.0, 0.0)
+    with pytest.raises(BookkeepingError, match="len\\(accepted\\)"):
+        check_batch([padded, *results[1:]], len(prompts), ran + 1)
+
+
+def test_registry_refuses_a_taken_name_and_unregisters():
+    from decoders.ar import AR
+
+    with pytest.raises(ValueError, match="'ar' is already registered by AR"):
+        decoders.register("ar")(type("Impostor", (AR,), {}))
+    decoders.register("ar-alias")(type("Alias", (AR,), {}))
+    assert "ar-alias" in decoders.available()
+    decoders.unregister("ar-alias")
+    assert "ar-alias" not in decoders.available()
 
 
 def test_empty_prompt_and_bad_length_rejected(tiny_qwen2):

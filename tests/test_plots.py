@@ -3,8 +3,17 @@ legends) and every figure is written as PNG and SVG."""
 
 import json
 
+import matplotlib.pyplot as plt
+import pytest
+
 from harness import plots, store
 from tests.test_report import build_run, cell_rows
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
 
 
 def add_tau_sweep(tmp_path):

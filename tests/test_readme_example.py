@@ -23,8 +23,16 @@ def test_example_is_short_and_registers(tiny_qwen2, prompts):
     assert len(source.strip().splitlines()) <= 40
     module = types.ModuleType("readme_example")  # dataclasses look their module up in sys.modules
     sys.modules[module.__name__] = module
-    exec(compile(source, "README.md", "exec"), module.__dict__)
-    assert "sdlm-fixed-k" in decoders.available()
+    try:
+        exec(compile(source, "README.md", "exec"), module.__dict__)
+        assert "sdlm-fixed-k" in decoders.available()
+        check_example(tiny_qwen2, prompts)
+    finally:  # the example's registration does not outlive the test
+        decoders.unregister("sdlm-fixed-k")
+        del sys.modules[module.__name__]
+
+
+def check_example(tiny_qwen2, prompts):
     with pytest.raises(ValueError, match="k=5"):
         decoders.get("sdlm-fixed-k", k=5)
     for k, threshold in ((4, 0.0), (1, 1.0)):  # k = D is threshold 0, k = 1 is first-token-only

@@ -112,3 +112,79 @@ def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path, monkeypatch):
     res = run(sweep_text(), tmp_path)
     assert (res.rows_written, res.rows_skipped) == (10, 2)
     assert store.read_samples(tmp_path).groupby(list(store.KEY)).size().max() == 1
+
+
+def test_rotation_interleaves_cells_that_share_suite_and_batch_size():
+    from harness.cells import Cell
+
+    def jobs(name, suite, n, bs=2):
+        p = runner.Prepared(Cell("m", "ar", suite, batch_size=bs, name=name), None, None, [])
+        return [runner.Job(p, 0, i, []) for i in range(n)]
+
+    per_cell = [jobs("a", "x", 3), jobs("b", "x", 2), jobs("c", "y", 2), jobs("d", "x", 2, bs=4)]
+    order = [(j.p.cell.name, j.index) for j in runner.rotation(per_cell, interleave=True)]
+    assert order == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("c", 0), ("c", 1), ("d", 0), ("d", 1)]
+    sequential = [(j.p.cell.name, j.index) for j in runner.rotation(per_cell, interleave=False)]
+    assert sequential == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("c", 0), ("c", 1), ("d", 0), ("d", 1)]
+
+
+def stored_order(out):
+    df = store.read_samples(out).sort_values("finished_at")
+    return list(dict.fromkeys(zip(df["batch_index"], df["cell_name"])))
+
+
+def test_interleaved_run_times_batch_k_of_every_cell_together_and_can_be_turned_off(tmp_path):
+    text = sweep_text(limit=4, batch_size=2)
+    run(text, tmp_path / "on")
+    order = stored_order(tmp_path / "on")
+    assert [b for b, _ in order] == [0, 0, 0, 1, 1, 1]  # batch 0 of all three cells, then batch 1
+    run(text, tmp_path / "off", opts=runner.RunOptions(progress=False, interleave=False))
+    assert [b for b, _ in stored_order(tmp_path / "off")] == [0, 1, 0, 1, 0, 1]
+    on, off = (store.read_samples(tmp_path / d).sort_values(list(store.KEY)) for d in ("on", "off"))
+    assert on["output_ids"].map(list).tolist() == off["output_ids"].map(list).tolist()  # same outputs
+
+
+def test_timing_repeats_keep_the_median_and_check_outputs_repeat(tmp_path, monkeypatch):
+    opts = runner.RunOptions(progress=False, timing_repeats=3)
+    run(sweep_text(limit=2), tmp_path / "ok", opts=opts)
+    df = store.read_samples(tmp_path / "ok")
+    assert df["batch_walls_s"].map(len).eq(3).all()
+    assert (df["batch_wall_s"] == df["batch_walls_s"].map(lambda w: sorted(w)[1])).all()
+
+    from decoders.ar import AR
+
+    real, calls = AR.generate, []
+
+    def drifting(self, model, prompts, max_new_tokens):  # a decoder whose output changes between calls
+        calls.append(1)
+        out = real(self, model, prompts, max_new_tokens)
+        if len(calls) % 2 == 0:
+            out[0].tokens[-1] += 1
+        return out
+
+    monkeypatch.setattr(AR, "generate", drifting)
+    res = run(sweep_text(limit=2), tmp_path / "bad", opts=opts)
+    fails = store.read_table(tmp_path / "bad", "failures")
+    assert fails["cell_name"].tolist() == ["tiny-random-qwen2/test-echo/ar/bs2"] and len(res.failures) == 1
+    assert "--timing-repeats" in fails.iloc[0]["message"]
+
+
+def test_a_slow_batch_marks_its_cell_unstable(tmp_path, monkeypatch):
+    from decoders.sdlm import SDLMConfidence
+    from harness import report
+
+    real, calls = SDLMConfidence.generate, []
+
+    def hiccup(self, model, prompts, max_new_tokens):
+        calls.append(self.threshold)
+        if self.threshold == 0.0 and len(calls) == 5:  # one timed batch of one cell meets a busy machine
+            import time
+
+            time.sleep(1.0)
+        return real(self, model, prompts, max_new_tokens)
+
+    monkeypatch.setattr(SDLMConfidence, "generate", hiccup)
+    run(sweep_text(limit=8), tmp_path)
+    s = report.summarize(tmp_path).set_index("cell_name")
+    assert s.loc["conf-t0.0", "unstable"] and "speedup interval" in s.loc["conf-t0.0", "unstable_reason"]
+    assert s.loc["conf-t0.0", "paired_batches"] == 3  # the echo suite holds 6 samples

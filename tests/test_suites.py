@@ -7,7 +7,6 @@ import gzip
 import json
 import re
 import string
-from pathlib import Path
 
 import pytest
 
@@ -16,19 +15,14 @@ from suites import CodeExecNotAllowed
 from suites.data import DataError
 from suites.prompts import SYSTEM_PROMPT
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 @pytest.fixture(autouse=True)
-def data_env(monkeypatch):
-    if not DATA.is_dir():
-        pytest.skip(f"{DATA} is absent (CI keeps ../shared beside the clone)")
-    monkeypatch.setenv("PDBENCH_DATA", str(DATA))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never reach for the hub in tests
-    return DATA
+def data_env(data_dir):
+    """The full data sets ($PDBENCH_DATA; skipped without), never the hub."""
+    return data_dir
 
 
 def char_tokenizer(texts, chat: bool):

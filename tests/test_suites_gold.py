@@ -14,8 +14,6 @@ import pytest
 import suites
 from suites.sandbox import available_cores
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 EXCEPTIONS = json.loads((Path(__file__).parent / "fixtures" / "gold_exceptions.json").read_text())
 # (from, to): the first kind present in a solution is flipped everywhere in it
 OPERATOR_SWAPS = [("==", "!="), ("!=", "=="), ("<=", ">"), (">=", "<"), (" < ", " >= "), (" > ", " <= "),
@@ -34,11 +32,9 @@ def wrong_operator(code: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def data_env(monkeypatch):
-    if not DATA.is_dir():
-        pytest.skip(f"{DATA} is absent (CI keeps ../shared beside the clone)")
-    monkeypatch.setenv("PDBENCH_DATA", str(DATA))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def data_env(data_dir):
+    """The full data sets ($PDBENCH_DATA; skipped without), never the hub."""
+    return data_dir
 
 
 def graded_correct(samples, grades) -> set[str]:

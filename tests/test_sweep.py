@@ -162,3 +162,26 @@ def test_weights_and_chat_template_enter_the_hash():
     assert describe_for_hash(adapter)["weights"] != before["weights"]
     adapter.tokenizer.chat_template = "{{ messages[0]['content'] }}"
     assert describe_for_hash(adapter)["chat_template_sha"] != before["chat_template_sha"]
+
+
+def test_cell_hash_covers_the_code_that_can_change_rows(monkeypatch):
+    import suites
+    from decoders.sdlm import SDLMConfidence
+    from harness import cells
+    from tests.conftest import REPO
+
+    gsm8k = suites.get_class("gsm8k")
+    files = {p.relative_to(REPO).as_posix() for p in cells.code_files(SDLMConfidence, gsm8k)}
+    assert {"decoders/batch.py", "decoders/sampling.py", "decoders/static.py", "decoders/base.py", "decoders/sdlm.py",
+            "harness/models.py", "harness/slot_cache.py", "harness/runner.py", "harness/rows.py", "suites/gsm8k.py",
+            "suites/answers.py", "suites/prompts.py", "pdbench_registry.py"} <= files
+    # other strategies' and suites' own modules, and code that only reads the store, do not count
+    assert not {"decoders/block_diffusion.py", "decoders/ar.py", "suites/mbpp.py", "harness/report.py",
+                "harness/plots.py", "harness/cli.py"} & files
+    before = cells.code_digest(SDLMConfidence, gsm8k)
+    real = cells.Path.read_bytes
+    edited = REPO / "decoders" / "sampling.py"
+    monkeypatch.setattr(cells.Path, "read_bytes", lambda p: real(p) + (b"# edit" if p == edited else b""))
+    cells.code_digest.cache_clear()
+    assert cells.code_digest(SDLMConfidence, gsm8k) != before
+    cells.code_digest.cache_clear()

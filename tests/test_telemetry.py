@@ -78,3 +78,49 @@ def test_without_pynvml_installed(monkeypatch):
         with telemetry.GpuSampler() as s:
             pass
     assert math.isnan(s.result()["energy_j"])
+
+
+def test_contention_readings_from_nvml(monkeypatch):
+    """The GPU side of the noise flags: SM clock, throttle reasons (idle and app-clock bits are not
+    throttling) and processes of others on the device, from the fake NVML."""
+    import os
+
+    nv = fake_nvml()
+    clocks = iter([1980, 1410, 1980, 1980] * 100)
+    nv.NVML_CLOCK_SM = 1
+    nv.nvmlDeviceGetClockInfo = lambda h, kind: next(clocks)
+    nv.nvmlDeviceGetCurrentClocksEventReasons = lambda h: 0x1 | 0x20  # idle + SW thermal slowdown
+    nv.nvmlDeviceGetComputeRunningProcesses = lambda h: [types.SimpleNamespace(pid=os.getpid()),
+                                                        types.SimpleNamespace(pid=1)]
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    with telemetry.GpuSampler(index=0) as s:
+        time.sleep(0.2)
+    r = s.result()
+    assert r["sm_clock_mhz_min"] == 1410 and 1410 < r["sm_clock_mhz_mean"] < 1980
+    assert r["throttle_reasons"] == 0x20 and r["gpu_other_procs"] == 1
+
+
+def test_a_cpu_cell_touches_no_nvml(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(telemetry, "_warned", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "NVML unavailable" warning for a CPU cell or the manifest
+        with telemetry.GpuSampler(enabled=False) as s:
+            pass
+        assert telemetry.gpu_inventory()["gpu_count"] == 0
+    assert all(math.isnan(s.result()[k]) for k in ("energy_j", "gpu_util_mean"))
+
+
+def test_cpu_load_from_proc_stat_deltas():
+    """Two seconds on two cores: 2 s busy, of which this process used 1 s, 1 s idle, 1 s stolen."""
+    from harness import load
+
+    hz = load.HZ
+    start = load.CpuSnapshot([100, 0, 50, 1000, 0, 0, 0, 0], own_cpu_s=1.0, wall=0.0)
+    end = load.CpuSnapshot([100 + int(1.5 * hz), 0, 50 + int(0.5 * hz), 1000 + hz, 0, 0, 0, hz], own_cpu_s=2.0,
+                           wall=2.0)
+    got = load.cpu_load(start, end)
+    assert got["steal_frac"] == pytest.approx(0.25) and got["other_cpu_frac"] == pytest.approx(0.25)
+    assert math.isnan(load.cpu_load(load.CpuSnapshot(None, 0, 0), end)["steal_frac"])  # no /proc: no verdict
+    real = load.cpu_load(load.snapshot(), load.snapshot())
+    assert real["loadavg"] >= 0

@@ -104,12 +104,15 @@ def inference_block_logits(model, x0: list[int], p: int, D: int, mask_id: int) -
     positions p..p+D-1 that sees the whole cache and itself."""
     from transformers import DynamicCache
 
+    from harness.models import cache_argument
+
     cache = DynamicCache(config=model.config)
-    model(input_ids=torch.tensor([x0[:p]]), past_key_values=cache, use_cache=True)
+    kv = {cache_argument(model): cache}
+    model(input_ids=torch.tensor([x0[:p]]), use_cache=True, **kv)
     window = torch.tensor([[x0[p]] + [mask_id] * (D - 1)])
     mask = torch.zeros(1, 1, D, p + D)
     out = model(input_ids=window, position_ids=torch.arange(p, p + D)[None], attention_mask=mask,
-                past_key_values=cache, use_cache=True)
+                use_cache=True, **kv)
     return out.logits[0]
 
 

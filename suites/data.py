@@ -16,8 +16,10 @@ import gzip
 import json
 import os
 import random
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 
 class DataError(ValueError):
@@ -70,10 +72,24 @@ def _local_file(root: str | os.PathLike, spec: DataSpec) -> Path | None:
     return None
 
 
+def hub_reachable(timeout_s: float = 5.0) -> str | None:
+    """None if the hub's host answers a TCP connect, else why not. `datasets` itself retries for a
+    minute or more before giving up on a machine without network; this answers in seconds."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout_s).close()
+    except OSError as e:
+        return f"{url.hostname} is not reachable ({e.__class__.__name__}: {e})"
+    return None
+
+
 def hub_load(spec: DataSpec):
     """The hub split as a `datasets.Dataset` (download bar and cache are datasets' own)."""
     import datasets
 
+    why_not = hub_reachable()
+    if why_not:
+        raise ConnectionError(why_not)
     return datasets.load_dataset(spec.hub_id, spec.hub_config, split=spec.hub_split)
 
 

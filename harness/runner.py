@@ -495,6 +495,7 @@ def run_model_group(group: list[Prepared], adapter, run_dir: Path, run_id: str, 
 
     threads = choose_threads(opts.threads, adapter)
     torch.set_num_threads(threads)
+    manifest.note_session(run_dir, session, "threads", group[0].cell.model, threads)
     model_desc = None
     ready: list[Prepared] = []
     for p in group:

@@ -35,6 +35,9 @@ def test_run_resume_and_stale_reuse(tmp_path):
     assert len(cells) == 3 and cells["warmup_s"].notna().all() and cells["gpu_util_mean"].isna().all()
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["sessions"][0]["status"] == "done" and "torch" in manifest["sessions"][0]
+    # threads "auto": a tiny model on a CPU of <= 4 cores runs with one intra-op thread, recorded where it ran
+    if len(os.sched_getaffinity(0)) <= runner.FEW_CORES:
+        assert manifest["sessions"][0]["threads"] == {"tiny-random-qwen2": 1} and set(cells["threads"]) == {1}
 
     again = run(sweep_text(), tmp_path)  # same sweep, same dir: nothing to do
     assert (again.rows_written, again.rows_skipped) == (0, 12)

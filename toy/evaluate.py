@@ -115,7 +115,7 @@ def toy_preset_decoders() -> list[tuple[str, dict]]:
     from harness.sweep import load_sweep, preset_path
 
     out: list[tuple[str, dict]] = []
-    for cell in load_sweep(preset_path("toy")):
+    for cell in load_sweep(preset_path("toy")).cells:
         if (cell.decoder, cell.params) not in out:
             out.append((cell.decoder, cell.params))
     first_token_only = ("sdlm-conf", {**next(p for d, p in out if d == "sdlm-conf"), "threshold": 1.0})

@@ -12,14 +12,21 @@ from typing import Protocol, runtime_checkable
 import torch
 
 
+FINISH_REASONS = ("eos", "length", "nfe_cap")
+
+
 @dataclass
 class DecodeResult:
     tokens: list[int]  # committed ids, cut after the first EOS and at max_new_tokens
-    accepted: list[int]  # tokens committed at each forward this row took part in (prefill included)
-    finish: str  # "eos" | "length"
+    accepted: list[int]  # tokens committed at each target forward this row took part in (prefill included)
+    finish: str  # "eos" | "length" | "nfe_cap" (took part in Decoder.max_nfe forwards)
     step_s: list[float]  # wall time of each of those forwards
     ttft_s: float  # wall time from the start of generate() to the first committed token
     e2e_s: float  # wall time from the start of generate() to the last committed token
+    n_draft_forward: int = 0  # forwards of a separate drafter model (draft-spec); never in n_forward
+    # Decoder.trace only: per target forward, {"pos": [...], "conf": [...]}: the output positions it
+    # committed (0 = first new token) and the decoder's confidence in each (None where it has none)
+    trace: list[dict] | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -41,7 +48,11 @@ class DecodeResult:
         assert len(self.accepted) == len(self.step_s), (
             f"len(accepted)={len(self.accepted)} != len(step_s)={len(self.step_s)}"
         )
-        assert self.finish in ("eos", "length"), f"finish={self.finish!r}"
+        assert self.finish in FINISH_REASONS, f"finish={self.finish!r}"
+        if self.trace is not None:
+            assert len(self.trace) == len(self.accepted), (
+                f"len(trace)={len(self.trace)} != len(accepted)={len(self.accepted)}"
+            )
 
 
 @runtime_checkable
@@ -82,6 +93,14 @@ class ModelAdapter(Protocol):
 
     def synchronize(self) -> None: ...
 
+    # Optional members, used only by the decoders that need them (check with getattr):
+    #   hf_model                the wrapped transformers module, for decoders that run the model's own
+    #                           generate() (hf-generate, diffusion-gemma); its forwards are still counted
+    #                           and timed by the adapter's hooks
+    #   load_companion(name)    -> ModelAdapter: a second model (alias, id or path) on the same device and
+    #                           dtype, loaded once and cached, e.g. draft-spec's drafter. The harness
+    #                           implements it, so decoders never import harness.
+
 
 class DecoderConfigError(ValueError):
     """A decoder parameter is unknown or out of range. Raised before any forward pass."""
@@ -101,8 +120,11 @@ class Decoder:
     seed: int = 0  # seeds the torch.Generator used when temperature > 0
     use_cache: bool = True  # False = full recompute every forward (the reference slow path)
     engine: str = "dynamic"  # dynamic: growing DynamicCache | static: fixed-shape slot cache (decoders/static.py)
+    max_nfe: int = 0  # a row ends (finish "nfe_cap") once it took part in this many forwards; 0 = no cap
+    trace: bool = False  # record DecodeResult.trace: per forward, the positions committed and their confidence
 
     name = "decoder"  # set by @register
+    source = ""  # one line: the paper or system the strategy comes from (shown by `pdbench list`)
     needs_mask_token = False
 
     def __post_init__(self) -> None:
@@ -117,6 +139,9 @@ class Decoder:
         check(self, "engine", self.engine in ("dynamic", "static"), "'dynamic' or 'static'")
         check(self, "engine", self.use_cache or self.engine == "dynamic",
               "'dynamic' when use_cache is false (the static engine is a cache)")
+        check(self, "max_nfe", isinstance(self.max_nfe, int) and not isinstance(self.max_nfe, bool)
+              and self.max_nfe >= 0, "an int >= 0 (0 = no cap)")
+        check(self, "trace", isinstance(self.trace, bool), "true or false")
 
     def params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -39,6 +39,7 @@ class _Block:
 @register("block-diffusion")
 @dataclass
 class BlockDiffusion(Decoder):
+    source = "fixed-block diffusion decoding in the style of Fast-dLLM v2 (NVlabs/Fast-dLLM) and SDAR (JetAstra/SDAR)"
     block_size: int = 4
     threshold: float = 0.9
     max_steps_per_block: int = 0  # 0 = block_size (one forward per slot at worst)

@@ -190,6 +190,8 @@ def cmd_list(args) -> int:
             ps = ", ".join(f"{f.name}={f.default!r}" for f in fields(cls) if f.default is not MISSING)
             doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
             print(f"  {name:16} {ps}" + (f"\n  {'':16} {doc}" if doc and not doc.startswith(cls.__name__ + "(") else ""))
+            if getattr(cls, "source", ""):
+                print(f"  {'':16} source: {cls.source}")
     if args.what in (None, "suites"):
         print("suites:")
         for name in suites.available():

@@ -100,6 +100,8 @@ class ModelAdapter(Protocol):
     #   load_companion(name)    -> ModelAdapter: a second model (alias, id or path) on the same device and
     #                           dtype, loaded once and cached, e.g. draft-spec's drafter. The harness
     #                           implements it, so decoders never import harness.
+    #   native_only             True for a model that forward() cannot drive (DiffusionGemma's encoder-
+    #                           decoder): only a decoder that runs its own generate() accepts it
 
 
 class DecoderConfigError(ValueError):
@@ -148,6 +150,11 @@ class Decoder:
 
     def check_model(self, model: ModelAdapter) -> None:
         """Called before the first forward: raise if this model cannot run this decoder."""
+        if getattr(model, "native_only", False):
+            raise DecoderConfigError(
+                f"decoder {self.name!r} runs the network through the adapter's forward(), which this model "
+                f"({type(getattr(model, 'hf_model', model)).__name__}) does not support; use a decoder that "
+                "runs the model's own generate() (diffusion-gemma)")
         if self.needs_mask_token and model.mask_id is None:
             raise DecoderConfigError(
                 f"decoder {self.name!r} needs a mask token, and this model has none "

@@ -184,6 +184,8 @@ def _row(base: dict, sample, prompt: list[int], res, adapter, pos: int) -> dict:
         "finish": res.finish, "n_tokens": n, "n_tokens_excl_eos": len(body), "n_forward": len(res.accepted),
         "tpf": n / len(res.accepted) if res.accepted else float("nan"),
         "accepted": [int(a) for a in res.accepted], "step_s": [float(s) for s in res.step_s],
+        "n_draft_forward": int(getattr(res, "n_draft_forward", 0)),
+        "trace": None if getattr(res, "trace", None) is None else json.dumps(res.trace),
         "ttft_s": ttft, "e2e_s": e2e, "tpot_s": (e2e - ttft) / (n - 1) if n > 1 else float("nan"),
         "tok_s": n / e2e if e2e > 0 else float("nan"), "finished_at": pd.Timestamp.now("UTC"),
         "correct": None, "extracted": None, "grade_status": None, "grade_detail": None, "grade_extra": None,

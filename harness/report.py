@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import store
+from harness import aup, store
 
 Z95 = 1.959963984540054
 AR = "ar"
@@ -117,7 +117,7 @@ def summarize(run_dir: Path) -> pd.DataFrame:
         speedup.append(row["tok_s"] / base["tok_s"] if base is not None and base["tok_s"] > 0 else float("nan"))
         paired.append(_paired(samples, row["cell_hash"], None if base is None else base["cell_hash"]))
     summary["speedup"] = speedup
-    return pd.concat([summary, pd.DataFrame(paired)], axis=1)
+    return aup.add_aup(pd.concat([summary, pd.DataFrame(paired)], axis=1))
 
 
 def _paired(samples: pd.DataFrame, h: str, base_h: str | None) -> dict:
@@ -188,6 +188,7 @@ def render_markdown(run_dir: Path, summary: pd.DataFrame) -> str:
                 markdown_table(["cell", "paired n", "both ✓", "only this ✓", "only AR ✓", "neither", "McNemar p"],
                                [[r["cell_name"], r["paired_n"], r["both_correct"], r["only_this"], r["only_ar"],
                                  r["neither"], _fmt(r["mcnemar_p"], 3)] for _, r in paired.iterrows()]), ""]
+    out += aup.markdown_section(summary)
     failures = store.read_table(run_dir, "failures")
     if not failures.empty:
         out += ["## Failed cells", "", markdown_table(

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from harness import store  # noqa: E402
+from harness import aup, store  # noqa: E402
 from harness.report import summarize  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -133,6 +133,7 @@ def build_figures(run_dir: Path) -> dict[str, object]:
         "tau_ablation": tau_ablation(summary),
         "accepted_lengths": accepted_hist(samples),
         "latency_cdf": latency_cdf(samples),
+        "aup_curves": aup.aup_curves(summary),
     }
     return {k: v for k, v in figs.items() if v is not None}
 

@@ -24,7 +24,7 @@ def test_figures_have_data_and_files_are_written(tmp_path):
     build_run(tmp_path)
     add_tau_sweep(tmp_path)
     figs = plots.build_figures(tmp_path)
-    assert set(figs) == {"accuracy_vs_tpf", "speedup", "tau_ablation", "accepted_lengths", "latency_cdf"}
+    assert set(figs) == {"accuracy_vs_tpf", "speedup", "tau_ablation", "accepted_lengths", "latency_cdf", "aup_curves"}
     for name, fig in figs.items():
         for ax in fig.axes:
             if ax.get_label() == "<colorbar>":
@@ -32,7 +32,7 @@ def test_figures_have_data_and_files_are_written(tmp_path):
             assert ax.has_data(), name
             assert ax.get_xlabel() and ax.get_ylabel(), name
     written = plots.write_plots(tmp_path)
-    assert len(written) == 10
+    assert len(written) == 12
     for path in written:
         assert path.stat().st_size > 5000, path
 

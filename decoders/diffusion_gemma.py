@@ -75,6 +75,7 @@ class DiffusionGemma(Decoder):
         for name, default in (("temperature", 0.0), ("top_p", 1.0), ("top_k", 0)):
             check(self, name, getattr(self, name) == default,
                   f"{default!r}: diffusion-gemma samples with its own temperature schedule (t_max, t_min)")
+        check(self, "max_nfe", self.max_nfe != 1, "0 (no cap) or >= 2 (a canvas takes an encoder pass and a denoising step)")
         check(self, "use_cache", self.use_cache, "true (the model's generate() always keeps a KV cache)")
         check(self, "engine", self.engine == "dynamic", "'dynamic' (the model's generate() owns its cache)")
 

@@ -8,8 +8,9 @@ and every row still running took part in it and committed one token. A row that 
 our batch at once (decoders/native.py: the forwards generate() runs after that, feeding it padding,
 are not the row's), which makes n_forward and accepted equal to `ar`'s at any batch size.
 
-The generation config is built from this decoder's parameters only (greedy, or temperature / top-p /
-top-k sampling), never from a checkpoint's generation_config.json, so the cell hash says what ran.
+The generation config is built from this decoder's parameters (greedy, or temperature / top-p / top-k
+sampling); the checkpoint's generation_config.json fills only what is left unset, and the settings
+that would change greedy output (repetition penalty, n-gram bans, a minimum length) are pinned off.
 max_nfe caps the call at max_nfe new tokens (one forward each). engine="static" asks transformers
 for its static cache; use_cache=False for full recompute.
 """
@@ -73,6 +74,9 @@ class HFGenerate(Decoder):
             temperature=self.temperature if sampled else None, top_p=self.top_p if sampled else None,
             top_k=self.top_k if sampled else None,
             cache_implementation="static" if self.engine == "static" else None,
+            # transformers fills unset (None) fields from the checkpoint's generation_config.json: pin the
+            # ones that would change greedy output, so hf-generate stays plain AR decoding
+            repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
         )
         scores = LastScores() if self.trace else None
         streamer = _CommitEachStep(batch, model.n_forward, scores)

@@ -204,6 +204,10 @@ class HFModelAdapter:
                     and other.tokenizer.get_vocab() != self.tokenizer.get_vocab():
                 raise ValueError(f"model {name!r} does not share the vocabulary of {self.name!r}; "
                                  "a companion (drafter) must use the same tokenizer")
+            rows = lambda a: a.hf_model.get_output_embeddings().weight.shape[0]  # noqa: E731
+            if rows(other) > rows(self):  # it could propose ids this model cannot embed
+                raise ValueError(f"model {name!r} predicts {rows(other)} token ids, more than the {rows(self)} "
+                                 f"of {self.name!r}")
             self._companions[name] = other
         return self._companions[name]
 

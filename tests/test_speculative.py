@@ -4,7 +4,6 @@ output follows the target's distribution (an exact 3-token joint against many se
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import pytest

@@ -34,11 +34,11 @@ def model_for(name, tiny_qwen2, tiny_dgemma):
     return tiny_dgemma if name == "diffusion-gemma" else tiny_qwen2
 
 
-@pytest.mark.parametrize("cap", [1, 2, 5])
+@pytest.mark.parametrize("cap", [1, 5])
 @pytest.mark.parametrize("name", list(PARAMS))
 def test_every_decoder_stops_at_max_nfe(tiny_qwen2, tiny_dgemma, prompts, name, cap):
     if name == "diffusion-gemma" and cap == 1:
-        cap = 2  # its smallest cap (test_decoders_api: max_nfe=1 is refused)
+        cap = 2  # its smallest cap (test_decoders_api: max_nfe=1 is refused); truncates its first canvas
     model = model_for(name, tiny_qwen2, tiny_dgemma)
     uncapped = decoders.get(name, **PARAMS[name]).generate(model, prompts[:1], 40)[0]
     before = model.n_forward

@@ -101,7 +101,7 @@ def lookup_prompt(adapter) -> list[int]:
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("name", ["draft-spec", "prompt-lookup"])
+@pytest.mark.parametrize("name", ["draft-spec", pytest.param("prompt-lookup", marks=pytest.mark.slow)])
 def test_sampled_output_follows_the_target_distribution(name):
     target = make_adapter("qwen2")
     drafter = make_adapter("qwen2")  # the target's head, shrunk and perturbed: overlapping but different

@@ -13,14 +13,21 @@ from typing import Protocol, runtime_checkable
 import torch
 
 
+FINISH_REASONS = ("eos", "length", "nfe_cap")
+
+
 @dataclass
 class DecodeResult:
     tokens: list[int]  # committed ids, cut after the first EOS and at max_new_tokens
-    accepted: list[int]  # tokens committed at each forward this row took part in (prefill included)
-    finish: str  # "eos" | "length"
+    accepted: list[int]  # tokens committed at each target forward this row took part in (prefill included)
+    finish: str  # "eos" | "length" | "nfe_cap" (took part in Decoder.max_nfe forwards)
     step_s: list[float]  # wall time of each of those forwards
     ttft_s: float  # wall time from the start of generate() to the first committed token
     e2e_s: float  # wall time from the start of generate() to the last committed token
+    n_draft_forward: int = 0  # forwards of a separate drafter model (draft-spec); never in n_forward
+    # Decoder.trace only: per target forward, {"pos": [...], "conf": [...]}: the output positions it
+    # committed (0 = first new token) and the decoder's confidence in each (None where it has none)
+    trace: list[dict] | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -42,7 +49,11 @@ class DecodeResult:
         assert len(self.accepted) == len(self.step_s), (
             f"len(accepted)={len(self.accepted)} != len(step_s)={len(self.step_s)}"
         )
-        assert self.finish in ("eos", "length"), f"finish={self.finish!r}"
+        assert self.finish in FINISH_REASONS, f"finish={self.finish!r}"
+        if self.trace is not None:
+            assert len(self.trace) == len(self.accepted), (
+                f"len(trace)={len(self.trace)} != len(accepted)={len(self.accepted)}"
+            )
 
 
 @runtime_checkable
@@ -83,6 +94,16 @@ class ModelAdapter(Protocol):
 
     def synchronize(self) -> None: ...
 
+    # Optional members, used only by the decoders that need them (check with getattr):
+    #   hf_model                the wrapped transformers module, for decoders that run the model's own
+    #                           generate() (hf-generate, diffusion-gemma); its forwards are still counted
+    #                           and timed by the adapter's hooks
+    #   load_companion(name)    -> ModelAdapter: a second model (alias, id or path) on the same device and
+    #                           dtype, loaded once and cached, e.g. draft-spec's drafter. The harness
+    #                           implements it, so decoders never import harness.
+    #   native_only             True for a model that forward() cannot drive (DiffusionGemma's encoder-
+    #                           decoder): only a decoder that runs its own generate() accepts it
+
 
 class DecoderConfigError(ValueError):
     """A decoder parameter is unknown or out of range. Raised before any forward pass. `param` names
@@ -115,6 +136,8 @@ class Decoder:
     use_cache: bool = param(True, "true | false (false = full recompute every forward)")
     # dynamic: growing DynamicCache | static: fixed-shape slot cache (decoders/static.py)
     engine: str = param("dynamic", choices=("dynamic", "static"))
+    max_nfe: int = param(0, "an int >= 0: a row ends (finish 'nfe_cap') after this many forwards; 0 = no cap")
+    trace: bool = param(False, "true | false: record per forward the positions committed and their confidence")
 
     name = "decoder"  # set by @register
     source = ""  # one line: the paper or system the strategy comes from (shown by `pdbench list`)
@@ -153,12 +176,20 @@ class Decoder:
         check(self, "use_cache", isinstance(self.use_cache, bool), "true or false")
         check(self, "engine", self.use_cache or self.engine == "dynamic",
               "'dynamic' when use_cache is false (the static engine is a cache)")
+        check(self, "max_nfe", isinstance(self.max_nfe, int) and not isinstance(self.max_nfe, bool)
+              and self.max_nfe >= 0, "an int >= 0 (0 = no cap)")
+        check(self, "trace", isinstance(self.trace, bool), "true or false")
 
     def params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def check_model(self, model: ModelAdapter) -> None:
         """Called before the first forward: raise if this model cannot run this decoder."""
+        if getattr(model, "native_only", False):
+            raise DecoderConfigError(
+                f"decoder {self.name!r} runs the network through the adapter's forward(), which this model "
+                f"({type(getattr(model, 'hf_model', model)).__name__}) does not support; use a decoder that "
+                "runs the model's own generate() (diffusion-gemma)")
         if self.needs_mask_token and model.mask_id is None:
             raise DecoderConfigError(
                 f"decoder {self.name!r} needs a mask token, and this model has none "

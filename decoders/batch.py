@@ -23,6 +23,13 @@ K = max k_b with filler slots that no query sees. Fillers stay in the cache as h
 says which cache slots row b may see. Position ids are per row, so holes cost memory, never results.
 With use_cache=False nothing is kept: every forward re-encodes the whole committed prefix (the slow
 reference path that the cache invariant is checked against).
+
+Budget and trace live here too, so every decoder gets them without code of its own: with
+`max_nfe` > 0, `drop_finished` ends a row with finish "nfe_cap" once it took part in max_nfe forwards
+(decoders call it after each step's commits, as they must anyway), and with `trace` on, `commit`
+records which output positions each forward committed, with the confidences the decoder passes.
+A decoder that runs the model's own generate() has no engine: it reports each forward a row took
+part in with `took_part` and commits as usual.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class Row:
     finish: str | None = None
     ttft_s: float = float("nan")
     e2e_s: float = float("nan")
+    trace: list[dict] = field(default_factory=list)  # per forward: {"pos": [...], "conf": [...]}
 
     @property
     def generated(self) -> list[int]:
@@ -59,7 +67,8 @@ class Row:
 class Batch:
     """The rows of one generate() call and the engine that runs their forwards."""
 
-    def __init__(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int, engine):
+    def __init__(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int, engine,
+                 max_nfe: int = 0, trace: bool = False):
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -67,6 +76,8 @@ class Batch:
         self.model = model
         self.engine = engine
         self.max_new_tokens = max_new_tokens
+        self.max_nfe = max_nfe  # 0 = no cap
+        self.trace = trace
         self.eos = set(model.eos_ids)
         self.rows = [Row(i, list(p), len(p)) for i, p in enumerate(prompts)]
         self.active: list[Row] = list(self.rows)  # in the engine's row order
@@ -82,16 +93,25 @@ class Batch:
     ) -> torch.Tensor:
         """Run one forward for all active rows. Returns logits [A, W, V] for the window, or [A, 1, V]
         (the prediction after x[h_b - 1]) when there is no window."""
+        if self.max_nfe and any(len(r.accepted) >= self.max_nfe for r in self.active):
+            raise RuntimeError("a row at max_nfe is still active: call batch.drop_finished() after each step")
         logits = self.engine.forward(self.active, heads, window, offsets, window_vis)
-        index = self.model.n_forward - 1  # every active row took part in the forward just run
-        for r in self.active:
-            r.forwards.append(index)
-            r.accepted.append(0)
+        self.took_part(self.active, self.model.n_forward - 1)  # every active row took part
         return logits
 
-    def commit(self, row: Row, tokens: list[int], decided_at: list[int] | None = None) -> None:
+    def took_part(self, rows: list[Row], index: int) -> None:
+        """Record that `rows` took part in the adapter's forward number `index`."""
+        for r in rows:
+            r.forwards.append(index)
+            r.accepted.append(0)
+            if self.trace:
+                r.trace.append({"pos": [], "conf": []})
+
+    def commit(self, row: Row, tokens: list[int], decided_at: list[int] | None = None,
+               confidence: list[float] | None = None) -> None:
         """Append tokens to a row, cut after the first EOS and at max_new_tokens. `decided_at[i]` is
-        the index into row.accepted of the forward that decided tokens[i] (default: the last one)."""
+        the index into row.accepted of the forward that decided tokens[i] (default: the last one);
+        `confidence[i]` is what the trace records for tokens[i] (default: None)."""
         room = self.max_new_tokens - row.n_generated
         kept = tokens[:room]
         for i, t in enumerate(kept):
@@ -100,7 +120,11 @@ class Batch:
                 row.finish = "eos"
                 break
         for i in range(len(kept)):
-            row.accepted[decided_at[i] if decided_at else -1] += 1
+            step = decided_at[i] if decided_at else -1
+            row.accepted[step] += 1
+            if self.trace:
+                row.trace[step]["pos"].append(row.n_generated + i)
+                row.trace[step]["conf"].append(None if confidence is None else float(confidence[i]))
         if kept:
             row.seq.extend(kept)
             now = time.perf_counter() - self.t0
@@ -113,10 +137,19 @@ class Batch:
     def remaining(self, row: Row) -> int:
         return self.max_new_tokens - row.n_generated
 
+    def nfe_left(self, row: Row) -> int:
+        """Forwards this row may still take part in (max_nfe minus those it took part in)."""
+        return self.max_nfe - len(row.accepted) if self.max_nfe else 1 << 62
+
     def drop_finished(self) -> None:
+        """Drop the rows that finished, after ending those that reached max_nfe (finish "nfe_cap")."""
+        for r in self.active:
+            if r.finish is None and self.max_nfe and len(r.accepted) >= self.max_nfe:
+                r.finish = "nfe_cap"
         keep = [i for i, r in enumerate(self.active) if r.finish is None]
         if len(keep) < len(self.active):
-            self.engine.drop(keep)
+            if self.engine is not None:
+                self.engine.drop(keep)
             self.active = [self.active[i] for i in keep]
 
     def results(self) -> list[DecodeResult]:
@@ -124,7 +157,8 @@ class Batch:
         for r in self.rows:
             step_s = [s for f in r.forwards for s in self.model.forward_seconds(f, f + 1)]
             out.append(DecodeResult(tokens=r.generated, accepted=r.accepted, finish=r.finish or "length",
-                                    step_s=step_s, ttft_s=r.ttft_s, e2e_s=r.e2e_s))
+                                    step_s=step_s, ttft_s=r.ttft_s, e2e_s=r.e2e_s,
+                                    trace=r.trace if self.trace else None))
         return out
 
 
@@ -180,14 +214,19 @@ class DynamicEngine:
         self.kv_valid = self.kv_valid[index]
 
 
+def make_engine(decoder, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int,
+                max_window: int = 0, max_commit: int = 1):
+    """The engine a decoder's settings (engine, use_cache) ask for, on `model`."""
+    if decoder.engine == "static":
+        from decoders.static import StaticEngine
+
+        return StaticEngine(model, prompts, max_new_tokens, max_window, max_commit)
+    return DynamicEngine(model, len(prompts), decoder.use_cache)
+
+
 def open_batch(decoder, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int,
                max_window: int = 0, max_commit: int = 1) -> Batch:
     """The batch a decoder's settings ask for. `max_window` is the widest window the decoder will
     pass, `max_commit` the most tokens one step can commit (they size the static engine)."""
-    if decoder.engine == "static":
-        from decoders.static import StaticEngine
-
-        engine = StaticEngine(model, prompts, max_new_tokens, max_window, max_commit)
-    else:
-        engine = DynamicEngine(model, len(prompts), decoder.use_cache)
-    return Batch(model, prompts, max_new_tokens, engine)
+    engine = make_engine(decoder, model, prompts, max_new_tokens, max_window, max_commit)
+    return Batch(model, prompts, max_new_tokens, engine, decoder.max_nfe, decoder.trace)

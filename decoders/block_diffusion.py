@@ -39,6 +39,7 @@ class _Block:
 @register("block-diffusion")
 @dataclass
 class BlockDiffusion(Decoder):
+    source = "fixed-block diffusion decoding in the style of Fast-dLLM v2 (NVlabs/Fast-dLLM) and SDAR (JetAstra/SDAR)"
     block_size: int = param(4, "an int >= 1")
     threshold: float = param(0.9, "a number in [0, 1] (1 = one token per forward)")
     max_steps_per_block: int = param(0, "an int >= 1, or 0 for block_size (one forward per slot at worst)")

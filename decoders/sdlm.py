@@ -50,6 +50,7 @@ class _SDLMBase(Decoder):
 @register("sdlm-conf")
 @dataclass
 class SDLMConfidence(_SDLMBase):
+    source = "SDLM confidence decoding (Sequential Diffusion Language Models, arXiv 2509.24007)"
     threshold: float = param(0.98, "a number in [0, 1] (1 = first token only)")
     confidence: str = param("prob", choices=("prob", "entropy"))
 
@@ -70,8 +71,9 @@ class SDLMConfidence(_SDLMBase):
             tokens, conf = choose(logits, self.temperature, self.top_p, self.top_k, gen, self.confidence)
             room = torch.tensor([batch.remaining(r) for r in batch.active], device=conf.device)
             n_keep = longest_confident_prefix(conf, self.threshold, room)
-            for row, toks, n in zip(batch.active, tokens.tolist(), n_keep.tolist()):  # one host sync
-                batch.commit(row, toks[:n])
+            confs = conf.tolist() if self.trace else [None] * len(tokens)
+            for row, toks, n, cf in zip(batch.active, tokens.tolist(), n_keep.tolist(), confs):  # one host sync
+                batch.commit(row, toks[:n], confidence=cf[:n] if cf else None)
             batch.drop_finished()
         return batch.results()
 
@@ -121,6 +123,8 @@ class SDLMSelfSpeculative(_SDLMBase):
     decoding emits next: it is committed too, and segment m's D predictions are the next draft.
     """
 
+    source = "SDLM self-speculative decoding (Sequential Diffusion Language Models, arXiv 2509.24007)"
+
     def generate(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int) -> list[DecodeResult]:
         self.check_model(model)
         D = self.block_size
@@ -131,10 +135,10 @@ class SDLMSelfSpeculative(_SDLMBase):
         # Prefill: the plain SDLM window; its head prediction is d_0, its mask predictions the drafts.
         logits = batch.forward([len(r.seq) - 1 for r in batch.active], self.first_window(batch, mask_id),
                                torch.arange(D), torch.ones(D, D, dtype=torch.bool))
-        draft, _ = choose(logits, self.temperature, self.top_p, self.top_k, gen)  # [A, D]
+        draft, conf = choose(logits, self.temperature, self.top_p, self.top_k, gen)  # [A, D]
         drafts = {}
-        for row, d in zip(batch.active, draft.tolist()):
-            batch.commit(row, d[:1])
+        for row, d, c in zip(batch.active, draft.tolist(), conf[:, 0].tolist()):
+            batch.commit(row, d[:1], confidence=[c])
             drafts[row.index] = d
         batch.drop_finished()
 
@@ -145,13 +149,15 @@ class SDLMSelfSpeculative(_SDLMBase):
             window = torch.full((len(d), len(slot)), mask_id, dtype=torch.long)
             window[:, is_draft] = d[:, slot[is_draft]]
             logits = batch.forward([len(r.seq) - 1 for r in batch.active], window, verify_offsets, verify_vis)
-            pred, _ = choose(logits[:, rows], self.temperature, self.top_p, self.top_k, gen)  # [A, D, D]
+            pred, conf = choose(logits[:, rows], self.temperature, self.top_p, self.top_k, gen)  # [A, D, D]
             heads = pred[:, :, 0]  # [A, D]: head prediction of segment i = token after d_i
+            head_conf = conf[:, :, 0].tolist() if self.trace else [None] * len(d)
             match = (d[:, 1:].to(heads.device) == heads[:, :-1]).long().cumprod(dim=-1)  # d_i vs head of i-1
             m = match.sum(dim=-1)  # drafts accepted beyond d_0
             next_draft = pred[torch.arange(len(d), device=pred.device), m]  # [A, D]: segment m's predictions
-            for row, dr, mm, nd in zip(batch.active, d.tolist(), m.tolist(), next_draft.tolist()):  # one sync
-                batch.commit(row, dr[1:1 + mm] + nd[:1])
+            for row, dr, mm, nd, hc in zip(batch.active, d.tolist(), m.tolist(), next_draft.tolist(), head_conf):
+                # accepted d_i is segment i-1's head prediction, the bonus segment m's: confidences hc[:m+1]
+                batch.commit(row, dr[1:1 + mm] + nd[:1], confidence=hc[:mm + 1] if hc else None)
                 drafts[row.index] = nd
             batch.drop_finished()
         return batch.results()

@@ -166,8 +166,10 @@ def load_model(
         hf_model = tiny_model(TINY_ALIASES[path], attn_implementation=attn_implementation).to(dev, torch_dtype)
         return HFModelAdapter(hf_model.eval(), tiny_tokenizer(), name=model, add_mask_token=add_mask_token)
     tokenizer = load_tokenizer(path, gguf)
+    archs = _architectures(path, revision) if gguf is None else []
+    model_class = next((ARCHITECTURES[a]() for a in archs if a in ARCHITECTURES), AutoModelForCausalLM)
     with quiet_loading():
-        hf_model = AutoModelForCausalLM.from_pretrained(
+        hf_model = model_class.from_pretrained(
             path, gguf_file=gguf, dtype=torch_dtype, attn_implementation=attn_implementation, revision=revision
         )
     hf_model.to(dev).eval()
@@ -178,6 +180,48 @@ def cache_argument(hf_model) -> str:
     """The name of the forward's KV-cache argument: transformers 5.24 renamed `past_key_values` to
     `cache` (the old name warns on every call and goes in 5.40); 5.17-5.23 know only the old one."""
     return "cache" if "cache" in inspect.signature(type(hf_model).forward).parameters else "past_key_values"
+
+
+def diffusion_gemma_class():
+    """transformers' DiffusionGemmaForBlockDiffusion, or an error naming the version that has it."""
+    try:
+        from transformers import DiffusionGemmaForBlockDiffusion
+    except ImportError as e:
+        import transformers
+
+        raise ImportError(
+            f"DiffusionGemmaForBlockDiffusion checkpoints need transformers >= 5.24 (installed: "
+            f"{transformers.__version__}): pip install -U 'transformers>=5.24'") from e
+    return DiffusionGemmaForBlockDiffusion
+
+
+# config.json architectures that AutoModelForCausalLM does not map -> the class to load them with
+ARCHITECTURES = {"DiffusionGemmaForBlockDiffusion": diffusion_gemma_class}
+NATIVE_ONLY = {"DiffusionGemmaForBlockDiffusion"}  # only a decoder running their own generate() can use them
+
+
+def _architectures(path: str, revision: str | None) -> list[str]:
+    """The `architectures` of a checkpoint's config.json, read as plain JSON (an older transformers
+    cannot parse a config whose model type it does not know); [] when it cannot be read."""
+    try:
+        config = Path(path) / "config.json"
+        if not config.exists():
+            from huggingface_hub import hf_hub_download
+
+            config = Path(hf_hub_download(path, "config.json", revision=revision))
+        return list(json.loads(config.read_text()).get("architectures") or [])
+    except Exception:  # let from_pretrained report what is wrong
+        return []
+
+
+def timed_spans(hf_model) -> list[tuple]:
+    """(first module, last module) of each network call the adapter counts and times: the model
+    itself, or, for DiffusionGemma (whose generate() calls its encoder and its own forward() directly,
+    so hooks on the top module never fire), the encoder, and the decoder through the LM head."""
+    if type(hf_model).__name__ == "DiffusionGemmaForBlockDiffusion":
+        inner = hf_model.model
+        return [(inner.encoder, inner.encoder), (inner.decoder, hf_model.lm_head)]
+    return [(hf_model, hf_model)]
 
 
 def _as_list(x) -> list[int]:
@@ -208,9 +252,28 @@ class HFModelAdapter:
         # the model's own generate() is measured exactly like one that calls forward() here.
         self._times: list = []  # per forward: seconds (CPU) or a (start, end) CUDA event pair
         self._open = None  # the running forward's start (perf_counter value or CUDA event)
-        hf_model.register_forward_pre_hook(self._start_timer, with_kwargs=True)
-        hf_model.register_forward_hook(self._stop_timer, with_kwargs=True)
+        for first, last in timed_spans(hf_model):
+            first.register_forward_pre_hook(self._start_timer, with_kwargs=True)
+            last.register_forward_hook(self._stop_timer, with_kwargs=True)
+        self.native_only = type(hf_model).__name__ in NATIVE_ONLY
+        self._companions: dict[str, HFModelAdapter] = {}
         self._cache_kwarg = cache_argument(hf_model)
+
+    def load_companion(self, name: str) -> "HFModelAdapter":
+        """A second model (alias, id or path) on this one's device and dtype, e.g. draft-spec's
+        drafter; loaded once per adapter. It must share this model's vocabulary."""
+        if name not in self._companions:
+            other = load_model(name, device=str(self.device), dtype=str(self.dtype).removeprefix("torch."))
+            if self.tokenizer is not None and other.tokenizer is not None \
+                    and other.tokenizer.get_vocab() != self.tokenizer.get_vocab():
+                raise ValueError(f"model {name!r} does not share the vocabulary of {self.name!r}; "
+                                 "a companion (drafter) must use the same tokenizer")
+            rows = lambda a: a.hf_model.get_output_embeddings().weight.shape[0]  # noqa: E731
+            if rows(other) > rows(self):  # it could propose ids this model cannot embed
+                raise ValueError(f"model {name!r} predicts {rows(other)} token ids, more than the {rows(self)} "
+                                 f"of {self.name!r}")
+            self._companions[name] = other
+        return self._companions[name]
 
     # -- special tokens -------------------------------------------------------------------------
     def _find_mask_id(self) -> int | None:

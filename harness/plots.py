@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness import store  # noqa: E402
+from harness import aup, store  # noqa: E402
 from harness.report import summarize  # noqa: E402
 
 plt.rcParams.update({"axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
@@ -217,6 +217,7 @@ def build_figures(run_dir: Path) -> dict[str, object]:
         "tau_ablation": tau_ablation(summary),
         "accepted_lengths": accepted_hist(samples),
         "latency_cdf": latency_cdf(samples),
+        "aup_curves": aup.aup_curves(summary),
     }
     return {k: v for k, v in figs.items() if v is not None}
 

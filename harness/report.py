@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import store
+from harness import aup, store
 from harness.stats import half_width, mcnemar_p, paired_speedup, throughput_interval, wilson
 
 AR = "ar"
@@ -197,7 +197,7 @@ def summarize(run_dir: Path) -> pd.DataFrame:
     reasons = [instability(r, int(n_cpus)) for _, r in summary.iterrows()]
     summary["unstable"] = [bool(r) for r in reasons]
     summary["unstable_reason"] = ["; ".join(r) for r in reasons]
-    return summary
+    return aup.add_aup(summary)
 
 
 def _sessions(run_dir: Path) -> list[dict]:
@@ -310,6 +310,8 @@ def render_markdown(run_dir: Path, summary: pd.DataFrame) -> str:
                     markdown_table(["cell", "paired n", "both ✓", "only this ✓", "only AR ✓", "neither", "McNemar p"],
                                    [[r["cell_name"], r["paired_n"], r["both_correct"], r["only_this"], r["only_ar"],
                                      r["neither"], _fmt(r["mcnemar_p"], 3)] for _, r in paired.iterrows()]), ""]
+    if not summary.empty:
+        out += aup.markdown_section(summary)
     failures = store.read_table(run_dir, "failures")
     if not failures.empty:
         out += ["## Failed cells", "", markdown_table(

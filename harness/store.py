@@ -36,7 +36,8 @@ SAMPLE_SCHEMA = pa.schema([
     # output
     ("prompt_tokens", _i), ("output_ids", pa.list_(_i)), ("output_text", _s), ("finish", _s),
     ("n_tokens", _i), ("n_tokens_excl_eos", _i), ("n_forward", _i), ("tpf", _f),
-    ("accepted", pa.list_(_i)),
+    ("accepted", pa.list_(_i)), ("n_draft_forward", _i),  # drafter forwards (draft-spec), not in n_forward
+    ("trace", _s),  # JSON, decoders run with trace=true: per forward {"pos": [...], "conf": [...]}; else null
     # timing
     ("step_s", pa.list_(_f)), ("ttft_s", _f), ("e2e_s", _f), ("tpot_s", _f), ("tok_s", _f),
     ("batch_wall_s", _f),  # the batch's wall time (the median of its runs under --timing-repeats)

@@ -106,3 +106,27 @@ def fake_suites():
     yield fakes
     for name in names:
         suites.unregister(name)
+
+
+def tiny_diffusion_gemma(seed: int = 0, canvas_length: int = 8):
+    """A random-weight DiffusionGemmaForBlockDiffusion (encoder-decoder block diffusion, MoE layers, a
+    vision tower it needs but we never feed) over the tiny byte vocabulary: about a second to build."""
+    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+
+    tok = tiny_tokenizer()
+    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, num_key_value_heads=1, head_dim=16, global_head_dim=16, sliding_window=16,
+                layer_types=["sliding_attention", "full_attention"], pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id, bos_token_id=tok.pad_token_id, num_experts=2, top_k_experts=1,
+                moe_intermediate_size=16)
+    vision = dict(model_type="gemma4_vision", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=2, head_dim=8)
+    cfg = DiffusionGemmaConfig(text_config=text, vision_config=vision, canvas_length=canvas_length,
+                               architectures=["DiffusionGemmaForBlockDiffusion"])
+    torch.manual_seed(seed)
+    return DiffusionGemmaForBlockDiffusion(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_dgemma() -> HFModelAdapter:
+    return HFModelAdapter(tiny_diffusion_gemma(), tiny_tokenizer(), name="tiny-diffusion-gemma")

@@ -18,11 +18,22 @@ ALL = [
     ("sdlm-ssd", dict(block_size=4)),
     ("block-diffusion", dict(block_size=4, threshold=0.3)),
     ("block-diffusion", dict(block_size=8, threshold=1.0, max_steps_per_block=3)),
+    ("hf-generate", {}),
+    ("prompt-lookup", dict(draft_len=3)),
+    ("draft-spec", dict(drafter="tiny-random-qwen2", draft_len=3)),
 ]
 
 
 def test_registry_names():
-    assert {"ar", "sdlm-conf", "sdlm-ssd", "block-diffusion"} <= set(decoders.available())
+    assert {"ar", "sdlm-conf", "sdlm-ssd", "block-diffusion", "hf-generate", "diffusion-gemma", "prompt-lookup",
+            "draft-spec"} <= set(decoders.available())
+
+
+def test_every_packaged_decoder_names_its_source():
+    for name in decoders.available():
+        cls = decoders.get_class(name)
+        if cls.__module__.startswith("decoders."):
+            assert cls.source and "\n" not in cls.source, name
 
 
 def test_unknown_decoder_suggests_close_names():
@@ -45,6 +56,20 @@ def test_unknown_parameter_is_named():
     ("block-diffusion", dict(max_steps_per_block=-1), "max_steps_per_block=-1"),
     ("ar", dict(temperature=-1.0), "temperature=-1.0"),
     ("ar", dict(top_p=0.0), "top_p=0.0"),
+    ("ar", dict(max_nfe=-1), "max_nfe=-1"),
+    ("ar", dict(trace=1), "trace=1"),
+    ("prompt-lookup", dict(max_ngram=0), "max_ngram=0"),
+    ("prompt-lookup", dict(draft_len=0), "draft_len=0"),
+    ("draft-spec", dict(), "drafter=''"),
+    ("draft-spec", dict(drafter="tiny-random-llama", draft_len=0), "draft_len=0"),
+    ("diffusion-gemma", dict(t_max=0.3), "t_max=0.3"),
+    ("diffusion-gemma", dict(entropy_bound=0), "entropy_bound=0"),
+    ("diffusion-gemma", dict(max_denoising_steps=0), "max_denoising_steps=0"),
+    ("diffusion-gemma", dict(canvas_length=-1), "canvas_length=-1"),
+    ("diffusion-gemma", dict(temperature=0.7), "temperature=0.7"),
+    ("diffusion-gemma", dict(use_cache=False), "use_cache=False"),
+    ("diffusion-gemma", dict(engine="static"), "engine='static'"),
+    ("diffusion-gemma", dict(max_nfe=1), "max_nfe=1"),
 ])
 def test_bad_parameters_raise_naming_value_and_allowed(name, params, bad):
     with pytest.raises(DecoderConfigError, match="allowed") as info:

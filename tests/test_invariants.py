@@ -22,6 +22,9 @@ CONFIGS = [
     ("sdlm-ssd", dict(block_size=8)),
     ("block-diffusion", dict(block_size=4, threshold=0.0)),
     ("block-diffusion", dict(block_size=4, threshold=1.0)),
+    ("hf-generate", {}),
+    ("prompt-lookup", dict(draft_len=4)),
+    ("draft-spec", dict(drafter="tiny-random-llama", draft_len=3)),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items())}" for n, p in CONFIGS]
 

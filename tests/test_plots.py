@@ -27,7 +27,7 @@ def test_figures_are_written(tmp_path):
     build_run(tmp_path)
     add_tau_sweep(tmp_path)
     figs = plots.build_figures(tmp_path)
-    assert set(figs) == {"accuracy_vs_tpf", "speedup", "tau_ablation", "accepted_lengths", "latency_cdf"}
+    assert set(figs) == {"accuracy_vs_tpf", "speedup", "tau_ablation", "accepted_lengths", "latency_cdf", "aup_curves"}
     written = plots.write_plots(tmp_path)
     assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in figs for e in ("png", "svg"))
     assert all(p.stat().st_size > 5000 for p in written)

@@ -232,7 +232,8 @@ def markdown(df: pd.DataFrame) -> str:
                      f"{r.wall_ms_per_forward:.2f} | {r.floor_ms:.2f} | {r.roofline_fraction:.2f} | {r.tok_s:.1f} | "
                      f"{vs:.2f} | {r.tpf:.2f} | {r.peak_mem_mib:.0f} | {r.gpu_util_mean:.0f} | {r.j_per_token:.3g} |")
     first = df.iloc[0]
-    lines.append(f"\n{first.device} {first.get('device_name', '')}, {first.dtype}; median of {df.repeat.max() + 1} "
+    name = first.get("device_name") or ""
+    lines.append(f"\n{first['device']}{' ' + name if name else ''}, {first['dtype']}; median of {df.repeat.max() + 1} "
                  f"runs; ms/forward: device time of the decode forwards (prefill left out); wall ms/step: the "
                  f"run's wall time / its forwards (host overhead included); bandwidth {first.bandwidth_gb_s:.1f} GB/s "
                  f"measured by a device copy (read + write); weights read per forward {first.weight_gb:.3f} GB; "

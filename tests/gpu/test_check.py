@@ -93,3 +93,15 @@ def test_cuda_test_outcomes(tmp_path, mode, n, f, s, rc, want):
     xml = tmp_path / "tests.xml"
     xml.write_text(JUNIT.format(n=n, f=f, s=s))
     assert check.judge_tests(rc, xml, mode)[0] == want
+
+
+def test_the_gpu_bench_command_is_one_bench_accepts(tmp_path):
+    """The GPU check's bench flags, run here on the CPU with the model and sizes made tiny by flags
+    appended after them (the last of a repeated flag wins, as with --bench-arg)."""
+    from harness import bench
+
+    tiny = ["--model", "tiny-random-qwen2", "--device", "cpu", "--prompt-len", "3", "--new-tokens", "3",
+            "--repeats", "1", "--bandwidth-mib", "1", "--methods", "generate;ar", "--out", str(tmp_path)]
+    df = bench.main(check.BENCH["gpu"] + tiny)
+    assert list(dict.fromkeys(df.batch_size)) == [1, 32, 8] and set(df.engine) == {"hf", "dynamic", "static"}
+    assert set(df.dtype) == {"bfloat16"}

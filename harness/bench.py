@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,7 @@ ARCHS = {
 }
 # What `--methods` runs by default: HF generate, then pdbench decoders as NAME[:param=value,...]; any
 # registered decoder can be given the same way.
+ENGINES = ("dynamic", "static")
 DEFAULT_METHODS = ("generate", "ar", "sdlm-conf:block_size=4,threshold=0.9", "sdlm-ssd:block_size=4",
                    "block-diffusion:block_size=4,threshold=0.9")
 
@@ -83,17 +85,30 @@ def random_arch_model(arch: str, device: str | None, dtype: str | None) -> HFMod
 
 
 def measure_bandwidth(device: torch.device, nbytes: int) -> float:
-    """Bytes/s of a device-to-device copy (read + write), best of 5."""
+    """Bytes/s of a device-to-device copy (read + write), best of 5. On GPU each copy is timed by CUDA
+    events around it (device time), not by host clocks around a synchronize, whose latency is a few
+    percent of a ~1 ms copy. The buffers are freed before the model runs."""
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    dst.copy_(src)
+    dst.copy_(src)  # first touch: allocation and clocks ramping up are not timed
     best = float("inf")
     for _ in range(5):
-        sync(device)
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
+        if device.type == "cuda":
+            stream = torch.cuda.current_stream(device)  # the copy's stream, whichever device is current
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            dst.copy_(src)
+            end.record(stream)
+            end.synchronize()
+            seconds = start.elapsed_time(end) / 1000.0
+        else:
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            seconds = time.perf_counter() - t0
+        best = min(best, seconds)
+    del src, dst
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return 2 * nbytes / best
 
 
@@ -103,45 +118,67 @@ def sync(device: torch.device) -> None:
 
 
 def weight_bytes(adapter: HFModelAdapter) -> int:
+    """Bytes of weights one decode forward reads: every parameter once (tied embeddings are one
+    tensor), except an input embedding table of its own, of which a forward reads only the rows of its
+    tokens (151936 x 3584 bf16 = 1.1 GB of Qwen2.5-7B that no decode step streams)."""
+    model = adapter.hf_model
+    emb_in, emb_out = model.get_input_embeddings(), model.get_output_embeddings()
+    lookup_only = set()
+    if emb_in is not None and (emb_out is None or emb_in.weight.data_ptr() != emb_out.weight.data_ptr()):
+        lookup_only.add(emb_in.weight.data_ptr())
     seen = {}
-    for p in adapter.hf_model.parameters():  # tied embeddings are one tensor, read once
-        seen[p.data_ptr()] = p.numel() * p.element_size()
+    for p in model.parameters():
+        if p.data_ptr() not in lookup_only:
+            seen[p.data_ptr()] = p.numel() * p.element_size()
     return sum(seen.values())
 
 
-def run_generate(adapter: HFModelAdapter, prompts: list[list[int]], new: int) -> tuple[int, float, float, float]:
-    """-> (tokens, seconds, ms per decode forward, tokens per forward) for HF generate, EOS ignored."""
+def decode_ms(adapter, first: int) -> float:
+    """Mean device time (ms) of the forwards after number `first` (its prefill), from the adapter's
+    hooks: CUDA events on GPU, so host overhead between forwards is left out, as for every method.
+    NaN when the run had no decode forward."""
+    times = adapter.forward_seconds(first + 1, adapter.n_forward)
+    return 1000 * sum(times) / len(times) if times else float("nan")
+
+
+def run_generate(adapter: HFModelAdapter, prompts: list[list[int]], new: int) -> tuple[int, float, float, float, int]:
+    """-> (tokens, seconds, ms per decode forward, TPF, forwards) for HF generate, EOS ignored. generate()
+    runs the same hooked model, so its forwards are counted and timed exactly like the decoders'."""
     ids = torch.tensor(prompts, device=adapter.device)
-    kw = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=adapter.pad_id)
-
-    def timed(n: int) -> float:
-        sync(adapter.device)
-        t0 = time.perf_counter()
-        adapter.hf_model.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw)
-        sync(adapter.device)
-        return time.perf_counter() - t0
-
-    prefill = timed(1)
-    total = timed(new)
-    return new * len(prompts), total, 1000 * (total - prefill) / (new - 1), 1.0
+    sync(adapter.device)
+    first = adapter.n_forward
+    t0 = time.perf_counter()
+    out = adapter.hf_model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                    pad_token_id=adapter.pad_id, max_new_tokens=new, min_new_tokens=new)
+    sync(adapter.device)
+    seconds = time.perf_counter() - t0
+    if out.shape[1] - ids.shape[1] != new:
+        raise RuntimeError(f"generate returned {out.shape[1] - ids.shape[1]} new tokens, asked for exactly {new}")
+    forwards = adapter.n_forward - first  # every row takes part in every forward of generate()
+    return new * len(prompts), seconds, decode_ms(adapter, first), new / forwards, forwards
 
 
 def run_decoder(adapter, name: str, params: dict, prompts, new: int, engine: str = "dynamic"):
-    """-> (tokens, seconds, ms per decode forward (the adapter's own times, prefill left out), TPF)."""
+    """-> (tokens, seconds, ms per decode forward (the adapter's own times, prefill left out), TPF
+    (sum of tokens / sum of the rows' forwards, as DESIGN defines it), forwards the adapter ran)."""
     sync(adapter.device)
     first = adapter.n_forward
     t0 = time.perf_counter()
     results = decoders.get(name, engine=engine, **params).generate(adapter, prompts, new)
     sync(adapter.device)
     seconds = time.perf_counter() - t0
-    decode = adapter.forward_seconds(first + 1, adapter.n_forward)
     tokens = sum(r.n_tokens for r in results)
-    return tokens, seconds, 1000 * sum(decode) / max(len(decode), 1), tokens / sum(r.n_forward for r in results)
+    tpf = tokens / sum(r.n_forward for r in results)
+    return tokens, seconds, decode_ms(adapter, first), tpf, adapter.n_forward - first
 
 
 def bench(adapter: HFModelAdapter, batch_sizes: list[int], methods: list[str], prompt_len: int, new: int,
-          repeats: int, bandwidth_bytes: int, engine: str = "dynamic") -> pd.DataFrame:
-    """`methods`: "generate" or NAME[:param=value,...] of any registered decoder."""
+          repeats: int, bandwidth_bytes: int, engines: str | list[str] = "dynamic",
+          on_rows: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+    """`methods`: "generate" or NAME[:param=value,...] of any registered decoder, each decoder run on
+    every engine in `engines` ("generate" is HF's own loop: once). `on_rows` gets the table so far
+    after every method x batch, so a run stopped by a time limit keeps what it measured."""
+    engines = [engines] if isinstance(engines, str) else list(engines)
     parsed = {m: parse_method(m) for m in methods}
     fixed = FixedLength(adapter)  # fixed-length generation: EOS never stops a row
     bandwidth = measure_bandwidth(adapter.device, bandwidth_bytes)
@@ -154,45 +191,64 @@ def bench(adapter: HFModelAdapter, batch_sizes: list[int], methods: list[str], p
         prompts = torch.randint(0, min(vocab, 150000), (batch, prompt_len), generator=gen).tolist()
         for method in methods:
             name, params = parsed[method]
+            for engine in (["hf"] if name == "generate" else engines):
 
-            def once(n):
-                if name == "generate":
-                    return run_generate(adapter, prompts, n)
-                return run_decoder(fixed, name, params, prompts, n, engine)
+                def once(n):
+                    if name == "generate":
+                        return run_generate(adapter, prompts, n)
+                    return run_decoder(fixed, name, params, prompts, n, engine)
 
-            once(min(new, 8))  # warm-up (kernels, allocator)
-            for rep in range(repeats):
-                with GpuSampler(cuda_device=adapter.device, enabled=adapter.device.type == "cuda") as sampler:
-                    tokens, seconds, ms_fwd, tpf = once(new)
-                tele = sampler.result()
-                rows.append(dict(
-                    model=adapter.name, dtype=str(adapter.dtype).removeprefix("torch."), device=str(adapter.device),
-                    method=method, engine="hf" if name == "generate" else engine, batch_size=batch, prompt_len=prompt_len, new_tokens=new, repeat=rep,
-                    tokens=tokens, seconds=seconds, tok_s=tokens / seconds, ms_per_forward=ms_fwd, tpf=tpf,
-                    weight_gb=wbytes / 1e9, bandwidth_gb_s=bandwidth / 1e9, floor_ms=floor_ms,
-                    roofline_fraction=floor_ms / ms_fwd, peak_mem_mib=tele["torch_peak_mem_mib"],
-                    gpu_util_mean=tele["gpu_util_mean"], energy_j=tele["energy_j"],
-                    j_per_token=tele["energy_j"] / tokens,
-                ))
+                once(min(new, 8))  # warm-up (kernels, allocator)
+                for rep in range(repeats):
+                    with GpuSampler(cuda_device=adapter.device, enabled=adapter.device.type == "cuda") as sampler:
+                        tokens, seconds, ms_fwd, tpf, forwards = once(new)
+                    tele = sampler.result()
+                    rows.append(dict(
+                        model=adapter.name, dtype=str(adapter.dtype).removeprefix("torch."),
+                        device=str(adapter.device), method=method, engine=engine, batch_size=batch,
+                        prompt_len=prompt_len, new_tokens=new, repeat=rep, tokens=tokens, seconds=seconds,
+                        tok_s=tokens / seconds, forwards=forwards, ms_per_forward=ms_fwd,
+                        wall_ms_per_forward=1000 * seconds / forwards, tpf=tpf, weight_gb=wbytes / 1e9,
+                        bandwidth_gb_s=bandwidth / 1e9, floor_ms=floor_ms, roofline_fraction=floor_ms / ms_fwd,
+                        peak_mem_mib=tele["torch_peak_mem_mib"], gpu_util_mean=tele["gpu_util_mean"],
+                        energy_j=tele["energy_j"], j_per_token=tele["energy_j"] / tokens,
+                    ))
+                if on_rows is not None:
+                    on_rows(pd.DataFrame(rows))
     return pd.DataFrame(rows)
 
 
 def markdown(df: pd.DataFrame) -> str:
-    agg = df.groupby(["model", "batch_size", "method", "engine"], sort=False).median(numeric_only=True).reset_index()
+    agg = (df.groupby(["model", "batch_size", "method", "engine"], sort=False).median(numeric_only=True)
+           .reset_index().sort_values("batch_size", kind="stable"))
     gen = agg[agg.method == "generate"].set_index("batch_size")["tok_s"]
-    head = ("| model | batch | method | engine | ms/forward | floor ms | roofline | tokens/s | vs generate | TPF | "
-            "peak MiB | GPU util % | J/token |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| model | batch | method | engine | ms/forward | wall ms/step | floor ms | roofline | tokens/s | "
+            "vs generate | TPF | peak MiB | GPU util % | J/token |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in agg.itertuples():
         vs = r.tok_s / gen[r.batch_size] if r.batch_size in gen.index else float("nan")
-        lines.append(f"| {r.model} | {r.batch_size} | {r.method} | {r.engine} | {r.ms_per_forward:.2f} | {r.floor_ms:.2f} | "
-                     f"{r.roofline_fraction:.2f} | {r.tok_s:.1f} | {vs:.2f} | {r.tpf:.2f} | {r.peak_mem_mib:.0f} | "
-                     f"{r.gpu_util_mean:.0f} | {r.j_per_token:.3g} |")
+        lines.append(f"| {r.model} | {r.batch_size} | {r.method} | {r.engine} | {r.ms_per_forward:.2f} | "
+                     f"{r.wall_ms_per_forward:.2f} | {r.floor_ms:.2f} | {r.roofline_fraction:.2f} | {r.tok_s:.1f} | "
+                     f"{vs:.2f} | {r.tpf:.2f} | {r.peak_mem_mib:.0f} | {r.gpu_util_mean:.0f} | {r.j_per_token:.3g} |")
     first = df.iloc[0]
-    lines.append(f"\nmedian of {df.repeat.max() + 1} runs; bandwidth {first.bandwidth_gb_s:.1f} GB/s measured by "
-                 f"a device copy; weights {first.weight_gb:.3f} GB; prompt {first.prompt_len} tokens, "
-                 f"{first.new_tokens} new tokens, EOS ignored.")
+    name = first.get("device_name") or ""
+    lines.append(f"\n{first['device']}{' ' + name if name else ''}, {first['dtype']}; median of {df.repeat.max() + 1} "
+                 f"runs; ms/forward: device time of the decode forwards (prefill left out); wall ms/step: the "
+                 f"run's wall time / its forwards (host overhead included); bandwidth {first.bandwidth_gb_s:.1f} GB/s "
+                 f"measured by a device copy (read + write); weights read per forward {first.weight_gb:.3f} GB; "
+                 f"prompt {first.prompt_len} tokens, {first.new_tokens} new tokens, EOS ignored.")
     return "\n".join(lines)
+
+
+def write_outputs(df: pd.DataFrame, out: Path) -> None:
+    """bench.parquet and bench.md, each replaced atomically: a run killed mid-write leaves the last
+    complete table, never a torn file."""
+    for name, write in (("bench.parquet", lambda f: df.to_parquet(f, index=False)),
+                        ("bench.md", lambda f: f.write_text(markdown(df) + "\n"))):
+        tmp = out / f".{name}.tmp"
+        write(tmp)
+        tmp.replace(out / name)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -206,12 +262,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--engine", default="dynamic", choices=["dynamic", "static"],
-                    help="pdbench decode path: growing DynamicCache or fixed-shape slot cache")
+    ap.add_argument("--engine", default="dynamic",
+                    help="pdbench decode path(s), comma-separated: dynamic (growing DynamicCache), static "
+                         "(fixed-shape slot cache); each decoder runs on each (default %(default)s)")
     ap.add_argument("--device")
     ap.add_argument("--dtype")
     ap.add_argument("--bandwidth-mib", type=int, default=0, help="copy size for the bandwidth probe (0: 2048 on GPU, 256 on CPU)")
-    ap.add_argument("--out", default=None, help="output directory (default results/bench-<time>)")
+    ap.add_argument("--out", default=None, help="output directory (default results/bench-<time>); the table is "
+                                                "rewritten after every method x batch, so a stopped run keeps its rows")
     args = ap.parse_args(argv)
     methods = [m for m in args.methods.split(";") if m]
     for m in methods:
@@ -219,21 +277,32 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             parse_method(m)
         except (KeyError, ValueError) as e:
             ap.error(f"--methods {m!r}: {e.args[0] if isinstance(e, KeyError) else e}")
+    engines = [e for e in args.engine.split(",") if e]
+    bad = [e for e in engines if e not in ENGINES]
+    if bad or not engines:
+        ap.error(f"--engine {args.engine!r}: accepted: {', '.join(ENGINES)} (comma-separated)")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.new_tokens < 2:
         ap.error("--new-tokens must be >= 2")
+    out = Path(args.out or f"results/bench-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    out.mkdir(parents=True, exist_ok=True)
     if args.model.startswith("arch:"):
         adapter = random_arch_model(args.model[5:], args.device, args.dtype)
     else:
         adapter = load_model(args.model, device=args.device, dtype=args.dtype)
     mib = args.bandwidth_mib or (2048 if adapter.device.type == "cuda" else 256)
-    df = bench(adapter, batch_sizes, methods, args.prompt_len, args.new_tokens, args.repeats, mib * 2**20, args.engine)
-    out = Path(args.out or f"results/bench-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(out / "bench.parquet", index=False)
-    table = markdown(df)
-    (out / "bench.md").write_text(table + "\n")
-    print(table)
+    device_name = ""
+    if adapter.device.type == "cuda":
+        torch.cuda.set_device(adapter.device)  # --device cuda:1: kernels, events and syncs all on that GPU
+        device_name = torch.cuda.get_device_name(adapter.device)
+
+    def save(df: pd.DataFrame) -> None:
+        write_outputs(df.assign(device_name=device_name), out)
+
+    df = bench(adapter, batch_sizes, methods, args.prompt_len, args.new_tokens, args.repeats, mib * 2**20, engines,
+               on_rows=save).assign(device_name=device_name)
+    save(df)
+    print(markdown(df))
     print(f"\nwrote {out / 'bench.parquet'} and {out / 'bench.md'}")
     return df
 

@@ -323,7 +323,7 @@ class HFModelAdapter:
     def _start_timer(self, module, args, kwargs) -> None:
         if self.device.type == "cuda":
             start = torch.cuda.Event(enable_timing=True)
-            start.record()
+            start.record(torch.cuda.current_stream(self.device))  # the model's GPU, not the current one
             self._open = start
         else:
             self._open = time.perf_counter()
@@ -331,7 +331,7 @@ class HFModelAdapter:
     def _stop_timer(self, module, args, kwargs, output) -> None:
         if self.device.type == "cuda":
             end = torch.cuda.Event(enable_timing=True)
-            end.record()
+            end.record(torch.cuda.current_stream(self.device))
             self._times.append((self._open, end))
         else:
             self._times.append(time.perf_counter() - self._open)

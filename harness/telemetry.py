@@ -54,7 +54,8 @@ def _median(xs: list[float]) -> float:
 
 @dataclass
 class GpuSampler:
-    """`with GpuSampler(index) as s: ...` then `s.result()`; index is the CUDA device ordinal."""
+    """`with GpuSampler(cuda_device=dev) as s: ...` then `s.result()`. The GPU read is the one holding
+    `cuda_device` (by UUID); `index` (an NVML index) is the fallback, and the only choice without torch."""
 
     index: int = 0
     period_s: float = 0.05  # 20 Hz: comfortably above the 10 Hz floor even with a slow NVML call
@@ -80,7 +81,7 @@ class GpuSampler:
 
             torch.cuda.reset_peak_memory_stats(self.cuda_device)
         if self._nv is not None:
-            self._handle = self._nv.nvmlDeviceGetHandleByIndex(self.index)
+            self._handle = self._nvml_handle()
             self._energy0 = self._energy()
             self._sample()  # one sample even for windows shorter than a period
             self._thread = threading.Thread(target=self._loop, name="pdbench-nvml", daemon=True)
@@ -102,6 +103,20 @@ class GpuSampler:
         import torch
 
         return torch.cuda.is_available()
+
+    def _nvml_handle(self):
+        """The NVML handle of the GPU being measured. NVML numbers GPUs by PCI bus, CUDA fastest first
+        and after CUDA_VISIBLE_DEVICES, so an ordinal can name another GPU: match the torch device's
+        UUID when there is one, else fall back to `index`."""
+        if self._cuda():
+            import torch
+
+            try:
+                uuid = str(torch.cuda.get_device_properties(self.cuda_device).uuid)
+                return self._nv.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+            except Exception:  # older torch without .uuid, a MIG slice NVML does not resolve
+                pass
+        return self._nv.nvmlDeviceGetHandleByIndex(self.index)
 
     def _energy(self) -> float:
         try:

@@ -26,21 +26,38 @@ PROMPT_TEXTS = [
 ]
 
 
-def make_adapter(arch: str = "qwen2", attn: str = "sdpa", seed: int = 0) -> HFModelAdapter:
-    return HFModelAdapter(tiny_model(arch, seed=seed, attn_implementation=attn), tiny_tokenizer(), name=f"tiny-{arch}")
+def make_adapter(arch: str = "qwen2", attn: str = "sdpa", seed: int = 0, device="cpu",
+                 dtype=torch.float32) -> HFModelAdapter:
+    model = tiny_model(arch, seed=seed, attn_implementation=attn).to(device, dtype)
+    return HFModelAdapter(model, tiny_tokenizer(), name=f"tiny-{arch}")
 
 
-def make_binary_adapter(arch: str = "qwen2", seed: int = 0) -> HFModelAdapter:
+def make_binary_adapter(arch: str = "qwen2", seed: int = 0, device="cpu", dtype=torch.float32) -> HFModelAdapter:
     """A tiny model whose argmax is always one of two tokens (lm_head rows w and -w, all others 0),
     so mask-slot drafts often agree with block-head predictions and self-speculative decoding
     accepts several tokens per forward: the accept path gets exercised, not only the reject path."""
-    adapter = make_adapter(arch, seed=seed)
+    adapter = make_adapter(arch, seed=seed, device=device, dtype=dtype)
     head = adapter.hf_model.get_output_embeddings().weight
     with torch.no_grad():
         w = head[65].clone() * 4  # tokens 'b' and 'c' of the byte alphabet
         head.zero_()
         head[65], head[66] = w, -w
     return adapter
+
+
+def cuda_tests_on_cpu() -> bool:
+    """PDBENCH_CUDA_TESTS_ON_CPU=1 runs the cuda-marked tests on the CPU (fp32 and bf16), to check the
+    tests' own code on a machine without a GPU; tests/gpu/conftest.py picks the device."""
+    return os.environ.get("PDBENCH_CUDA_TESTS_ON_CPU", "") not in ("", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available() or cuda_tests_on_cpu():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

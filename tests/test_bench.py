@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from harness import bench
 
@@ -55,3 +56,80 @@ def test_arch_configs_match_published_sizes():
     assert round(n_params(bench.ARCHS["qwen2.5-3b"]) / 1e9, 2) == 3.09
     assert round(n_params(bench.ARCHS["qwen2.5-7b"]) / 1e9, 2) == 7.62
     Qwen2Config(**bench.ARCHS["qwen2.5-3b"])  # valid config keys
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    from harness.models import load_model
+
+    adapter = load_model("tiny-random-qwen2", device="cpu", dtype="float32")
+    monkeypatch.setattr(bench, "load_model", lambda *a, **k: adapter)
+    return adapter
+
+
+def test_each_decoder_runs_on_each_engine_and_generate_once(tmp_path, tiny):
+    df = bench.main(["--batch-sizes", "2", "--new-tokens", "4", "--prompt-len", "3", "--repeats", "1",
+                     "--bandwidth-mib", "1", "--engine", "dynamic,static", "--methods", "generate;ar",
+                     "--out", str(tmp_path)])
+    assert sorted(zip(df.method, df.engine)) == [("ar", "dynamic"), ("ar", "static"), ("generate", "hf")]
+    # generate's forwards are seen by the adapter's hooks like any decoder's: one per new token
+    gen = df[df.method == "generate"].iloc[0]
+    assert gen.forwards == 4 and gen.tpf == 1.0 and gen.ms_per_forward > 0
+    # the decode forwards run one after another inside the run's wall time
+    assert (1000 * df.seconds >= df.ms_per_forward * (df.forwards - 1)).all()
+    with pytest.raises(SystemExit):
+        bench.main(["--engine", "dynamic,paged"])
+
+
+def test_a_stopped_run_keeps_the_rows_it_measured(tmp_path, tiny, monkeypatch):
+    real = bench.run_decoder
+
+    def failing(adapter, name, *a, **k):
+        if name == "sdlm-ssd":
+            raise RuntimeError("out of time")
+        return real(adapter, name, *a, **k)
+
+    monkeypatch.setattr(bench, "run_decoder", failing)
+    with pytest.raises(RuntimeError, match="out of time"):
+        bench.main(["--batch-sizes", "1", "--new-tokens", "4", "--prompt-len", "3", "--repeats", "1",
+                    "--bandwidth-mib", "1", "--methods", "generate;ar;sdlm-ssd", "--out", str(tmp_path)])
+    stored = pd.read_parquet(tmp_path / "bench.parquet")
+    assert list(stored.method) == ["generate", "ar"]
+    assert (tmp_path / "bench.md").read_text().count("\n| tiny-random-qwen2 |") == 2
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_run_without_decode_forwards_has_no_forward_time(tmp_path, tiny):
+    # τ = 0 with D = 4 and 4 new tokens: the prefill forward commits everything
+    df = bench.main(["--batch-sizes", "1", "--new-tokens", "4", "--prompt-len", "3", "--repeats", "1",
+                     "--bandwidth-mib", "1", "--methods", "sdlm-conf:block_size=4,threshold=0.0",
+                     "--out", str(tmp_path)])
+    assert df.forwards.tolist() == [1] and df.ms_per_forward.isna().all() and df.roofline_fraction.isna().all()
+
+
+def test_weight_bytes_leave_out_an_untied_input_embedding(tiny):
+    from harness.models import HFModelAdapter
+    from harness.tiny import tiny_model
+
+    every = sum(p.numel() * 4 for p in tiny.hf_model.parameters())
+    table = tiny.hf_model.get_input_embeddings().weight.numel() * 4
+    assert bench.weight_bytes(tiny) == every - table  # a forward looks up a few rows of it, no more
+    tied = HFModelAdapter(tiny_model("qwen2", tie_word_embeddings=True), tiny.tokenizer)
+    assert bench.weight_bytes(tied) == sum(p.numel() * 4 for p in tied.hf_model.parameters())  # read by lm_head
+
+
+def test_random_arch_model_builds_on_the_requested_device(monkeypatch):
+    small = dict(bench.ARCHS["qwen2.5-3b"], hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2)
+    monkeypatch.setitem(bench.ARCHS, "test-small", small)
+    adapter = bench.random_arch_model("test-small", "cpu", "bfloat16")
+    assert adapter.dtype == torch.bfloat16 and adapter.device.type == "cpu"
+    assert adapter.mask_id == 151665 and adapter.pad_id == 151645  # no tokenizer: pad falls back to EOS
+    df = bench.bench(adapter, [1], ["ar", "sdlm-ssd:block_size=2"], prompt_len=3, new=3, repeats=1,
+                     bandwidth_bytes=2**20, engines=["static"])
+    assert (df.tokens == 3).all()
+
+
+def test_bandwidth_probe_measures_a_copy():
+    bw = bench.measure_bandwidth(torch.device("cpu"), 8 * 2**20)
+    assert 1e8 < bw < 1e13  # bytes/s of a memcpy: far from 0 and from infinity

@@ -124,3 +124,30 @@ def test_cpu_load_from_proc_stat_deltas():
     assert math.isnan(load.cpu_load(load.CpuSnapshot(None, 0, 0), end)["steal_frac"])  # no /proc: no verdict
     real = load.cpu_load(load.snapshot(), load.snapshot())
     assert real["loadavg"] >= 0
+
+
+def test_sampler_reads_the_gpu_holding_the_torch_device(monkeypatch):
+    """NVML index 0 need not be CUDA device 0 (CUDA_VISIBLE_DEVICES, fastest-first order): the sampler
+    finds the GPU by the torch device's UUID, and falls back to its index when there is none."""
+    import torch
+
+    nv = fake_nvml()
+    nv.nvmlDeviceGetHandleByIndex = lambda i: f"index-{i}"
+    nv.nvmlDeviceGetHandleByUUID = lambda u: {"GPU-1234-abcd": "by-uuid"}[u]
+    nv.nvmlDeviceGetPowerUsage = lambda h: {"by-uuid": 300_000, "index-0": 60_000}[h]
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: 2**20)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: types.SimpleNamespace(uuid="1234-abcd"))
+    with telemetry.GpuSampler(cuda_device=torch.device("cuda", 0)) as s:
+        pass
+    assert s.result()["power_w_mean"] == 300
+
+    def no_uuid(d):
+        raise AttributeError("uuid")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", no_uuid)
+    with telemetry.GpuSampler(cuda_device=torch.device("cuda", 0)) as s:
+        pass
+    assert s.result()["power_w_mean"] == 60

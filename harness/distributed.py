@@ -99,9 +99,11 @@ class Ledger:
     def fail(self, h: str) -> None:
         self.failed.add(h)
 
-    def known(self, hashes: list[str]) -> tuple[set, set]:
+    def known(self, task: str, hashes: list[str]) -> tuple[set, set]:
         hs = set(hashes)
-        return {k for k in self.keys if k[0] in hs}, self.failed & hs
+        keys = {k for k in self.keys if k[0] in hs}
+        self.attempts[task][-1]["rows_already_stored"] = len(keys)  # what this attempt will not decode again
+        return keys, self.failed & hs
 
     def log(self) -> dict[str, list[dict]]:
         return self.attempts
@@ -137,7 +139,7 @@ def decode_task(members: list[Prepared], keys: pa.Table, ledger, task: str, run_
         stored = set(zip(keys["cell_hash"].to_pylist(), keys["sample_id"].to_pylist(), keys["repeat"].to_pylist()))
 
         def already(hashes):
-            return ray.get(ledger.known.remote(hashes))
+            return ray.get(ledger.known.remote(task, hashes))
 
         with ThreadPoolExecutor(opts.grade_workers, thread_name_prefix="pdbench-grade") as pool:
             yield from decode_group(members, adapter, run_id, session, stored, opts, pool=pool, already=already)

@@ -148,6 +148,8 @@ def test_worker_killed_mid_task_is_retried_and_no_row_is_lost_or_doubled(cluster
     (task,) = session(out)["ray_tasks"]
     assert task["status"] == "done" and len(task["attempts"]) == 2  # the failure, visible in the manifest
     assert task["attempts"][0]["pid"] == killed[0] != task["attempts"][1]["pid"]
+    # the re-run learnt what the driver had stored and did not decode it again (Ray would drop it anyway)
+    assert task["attempts"][0]["rows_already_stored"] == 0 and task["attempts"][1]["rows_already_stored"] >= 2
 
 
 def test_a_task_that_keeps_dying_fails_its_cells_and_the_sweep_goes_on(cluster, tmp_path):

@@ -223,14 +223,19 @@ def cmd_run(args) -> int:
             return 2
     if args.dry_run:
         try:
-            runner.prepare(cells, opts)
+            prepared = runner.prepare(cells, opts)
         except runner.RunConfigError as e:
             print(f"pdbench run: {e}", file=sys.stderr)
             return 2
         for c in cells:
             print(f"{c.name}  ({c.model}, {c.decoder} {c.decoder_params()}, {c.suite}, limit={c.limit}, "
                   f"bs={c.batch_size}, repeats={c.repeats})")
-        print(f"{plural(len(cells), 'cell')} -> {run_dir}")
+        on = ""
+        if opts.executor == "ray":
+            from harness.distributed import task_groups
+
+            on = f" as {plural(len(task_groups(prepared)), 'Ray task')} ({opts.ray_address or 'a local Ray'})"
+        print(f"{plural(len(cells), 'cell')}{on} -> {run_dir}")
         return 0
     on = f" on Ray ({opts.ray_address or 'a local Ray'})" if opts.executor == "ray" else ""
     print(f"pdbench: {plural(len(cells), 'cell')}{on} -> {run_dir}", file=sys.stderr)

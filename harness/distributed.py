@@ -221,14 +221,17 @@ class Cluster:
                             ledger.fail.remote(ev.hash)
             if live:  # Ctrl-C: cancel, keep what already arrived
                 self._cancel(live, sink)
-        finally:
+        finally:  # normally nothing is live here; after a second Ctrl-C (or a bug) nothing may keep running
             for gen in live:
-                ray.cancel(gen, force=True)
+                try:
+                    ray.cancel(gen, force=True)
+                except Exception:
+                    pass
             try:
                 self.attempts = ray.get(ledger.log.remote(), timeout=30)
+                ray.kill(ledger)
             except Exception:
                 pass
-            ray.kill(ledger)
 
     def _finish(self, t: _Task, sink, status: str) -> None:
         t.status = status

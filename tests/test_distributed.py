@@ -123,6 +123,13 @@ def test_flags_beat_the_run_table():
         parser.parse_args(["run", "--ray", "--local"])
 
 
+def test_dry_run_on_ray_says_how_many_tasks(tmp_path, capsys):
+    pytest.importorskip("ray")
+    out = tmp_path / "run"
+    assert cli.main(["run", "--preset", "smoke", "--ray", "auto", "--dry-run", "--out", str(out)]) == 0
+    assert "6 cells as 1 Ray task (auto)" in capsys.readouterr().out and not out.exists()
+
+
 def test_without_ray_the_flag_says_how_to_install_it_and_creates_nothing(tmp_path, monkeypatch, capsys):
     import sys
 

@@ -302,13 +302,14 @@ def render_markdown(run_dir: Path, summary: pd.DataFrame) -> str:
     if sessions:
         s = sessions[-1]
         gpu = ", ".join(s.get("gpu_names") or []) or "none"
+        places = "; ".join(sorted({w for ws in (s.get("placement") or {}).values() for w in ws}))
         out += [f"pdbench {s.get('pdbench_version')} (git {str(s.get('git_sha'))[:10]}{'+dirty' if s.get('git_dirty') else ''}),"
                 f" torch {s.get('torch')}, transformers {s.get('transformers')}, CUDA {s.get('cuda')}, GPU: {gpu},"
                 f" CPU: {s.get('cpu_model')} ({s.get('cpu_count')} cores). Sessions: {len(sessions)}. Batches "
                 f"{'interleaved across cells' if s.get('interleave', True) else 'cell after cell'}, "
                 f"each timed {s.get('timing_repeats', 1)}×."
-                + (f" Cells ran as Ray tasks on {len(s['ray'].get('nodes', []))} node(s) (manifest.json: ray_tasks, "
-                   "placement)." if s.get("executor") == "ray" and s.get("ray") else ""), ""]
+                + (f" Cells ran as Ray tasks on {places or 'a Ray cluster'} (the versions and hardware above are the "
+                   "driver's; manifest.json: ray_tasks, placement)." if s.get("executor") == "ray" else ""), ""]
     out += [f"> **{n}**" for n in run_state(run_dir, summary)]
     if summary.empty:
         out += ["", "No samples stored yet.", ""]

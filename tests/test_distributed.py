@@ -9,7 +9,7 @@ import pytest
 
 from harness import cli, distributed, report, runner, store
 from harness.cells import Cell
-from harness.group import BatchDone, CellFailed, CellReady, JobSkipped, Progress, Sink, decode_group
+from harness.group import BatchDone, CellFailed, CellReady, Progress, Sink, decode_group
 from harness.sweep import SweepError, parse_sweep
 from tests.fakes import sweep_text, tiny_loader
 from tests.test_report import build_run, cell_rows

@@ -85,7 +85,7 @@ class JobSkipped:
     reason: str
 
 
-def _ready(group: list[Prepared], adapter, stored: set, opts: RunOptions, threads: int) -> Iterator:
+def _ready(group: list[Prepared], adapter, stored: set, threads: int) -> Iterator:
     """Hash and plan every cell; yields (slot event, jobs or None) per cell."""
     model_desc = desc = None
     for p in group:
@@ -121,7 +121,7 @@ def decode_group(group: list[Prepared], adapter, run_id: str, session: int, stor
     torch.set_num_threads(threads)
     where = placement(adapter.device)
     per_cell = []
-    for event, jobs in _ready(group, adapter, stored, opts, threads):
+    for event, jobs in _ready(group, adapter, stored, threads):
         yield event
         if jobs is not None:
             per_cell.append(jobs)

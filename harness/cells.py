@@ -93,8 +93,11 @@ def package_version(dist: str) -> str:
 # harness modules that cannot change a stored row (what is decoded, or how it is graded): they only
 # read, summarise, draw or describe. Every other module of harness/, decoders/ and suites/ is hashed,
 # so a new module counts by default.
+# distributed.py only moves cells to Ray workers and their rows back (the rows are built by runner.py
+# and group.py, which are hashed): a local and a Ray run of a cell share its hash.
 NOT_OUTPUT_CODE = frozenset({"__init__.py", "__main__.py", "cli.py", "report.py", "plots.py", "manifest.py",
-                             "verify.py", "bench.py", "stats.py", "telemetry.py", "load.py", "aup.py"})
+                             "verify.py", "bench.py", "stats.py", "telemetry.py", "load.py", "aup.py",
+                             "distributed.py"})
 
 
 def code_files(decoder_cls: type, suite_cls: type) -> list[Path]:

@@ -84,6 +84,17 @@ def _run_parser(sub) -> None:
     timing.add_argument("--threads", type=parse_threads, metavar="N|auto",
                         help="torch CPU threads (default auto: 1 for small models on few cores, where "
                         "oversubscribed threads spin-wait)")
+    where = p.add_argument_group("where the cells run (also a sweep's [run] table: executor, ray_address, num_gpus, "
+                                 "max_retries; flags win)")
+    place = where.add_mutually_exclusive_group()
+    place.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                       help="run the cells as Ray tasks: without ADDRESS a local Ray is started for the run; "
+                       "'auto' or ray://host:port joins a running cluster (docs/ray.md)")
+    place.add_argument("--local", action="store_true", help='run here even when the sweep says executor = "ray"')
+    where.add_argument("--num-gpus", type=float, metavar="N",
+                       help="GPUs per Ray task (default: 1 for CUDA cells, 0 for CPU cells)")
+    where.add_argument("--max-retries", type=int, metavar="N",
+                       help="how often Ray re-runs a task whose worker or node died (default 2)")
     p.add_argument("--data-dir", help="suite data folder (default: $PDBENCH_DATA, then the Hugging Face hub)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: results/<time>-<name>)")
     p.add_argument("--allow-code-exec", action="store_true", help="let code suites execute generated programs")
@@ -155,11 +166,15 @@ def run_options(args, settings: dict):
         value = getattr(args, flag)
         return value if value is not None else settings.get(key, default)
 
+    executor = "ray" if args.ray is not None else "local" if args.local else settings.get("executor", "local")
     return runner.RunOptions(data_dir=args.data_dir or os.environ.get("PDBENCH_DATA"),
                              allow_code_exec=args.allow_code_exec, warmup=not args.no_warmup,
                              progress=not args.no_progress, interleave=pick("interleave", "interleave", True),
                              timing_repeats=pick("timing_repeats", "timing_repeats", 1),
-                             threads=pick("threads", "threads", "auto"))
+                             threads=pick("threads", "threads", "auto"), executor=executor,
+                             ray_address=args.ray or settings.get("ray_address", ""),  # bare --ray: the sweep's
+                             num_gpus=pick("num_gpus", "num_gpus", None),
+                             max_retries=pick("max_retries", "max_retries", 2))
 
 
 def cmd_run(args) -> int:
@@ -194,18 +209,36 @@ def cmd_run(args) -> int:
     if opts.timing_repeats < 1:
         print(f"pdbench run: --timing-repeats {opts.timing_repeats}: accepted: an int >= 1", file=sys.stderr)
         return 2
+    for flag, value in (("--num-gpus", opts.num_gpus), ("--max-retries", opts.max_retries)):
+        if value is not None and value < 0:
+            print(f"pdbench run: {flag} {value}: accepted: a number >= 0", file=sys.stderr)
+            return 2
+    if opts.executor == "ray":  # before anything else: no Ray, no run directory
+        from harness import distributed
+
+        try:
+            distributed.require_ray()
+        except runner.RunConfigError as e:
+            print(f"pdbench run: {e}", file=sys.stderr)
+            return 2
     if args.dry_run:
         try:
-            runner.prepare(cells, opts)
+            prepared = runner.prepare(cells, opts)
         except runner.RunConfigError as e:
             print(f"pdbench run: {e}", file=sys.stderr)
             return 2
         for c in cells:
             print(f"{c.name}  ({c.model}, {c.decoder} {c.decoder_params()}, {c.suite}, limit={c.limit}, "
                   f"bs={c.batch_size}, repeats={c.repeats})")
-        print(f"{plural(len(cells), 'cell')} -> {run_dir}")
+        on = ""
+        if opts.executor == "ray":
+            from harness.distributed import task_groups
+
+            on = f" as {plural(len(task_groups(prepared)), 'Ray task')} ({opts.ray_address or 'a local Ray'})"
+        print(f"{plural(len(cells), 'cell')}{on} -> {run_dir}")
         return 0
-    print(f"pdbench: {plural(len(cells), 'cell')} -> {run_dir}", file=sys.stderr)
+    on = f" on Ray ({opts.ray_address or 'a local Ray'})" if opts.executor == "ray" else ""
+    print(f"pdbench: {plural(len(cells), 'cell')}{on} -> {run_dir}", file=sys.stderr)
     try:
         result = runner.run(cells, run_dir, opts, argv=["pdbench", *sys.argv[1:]], sweep_file=sweep_file,
                             sweep_text=text)

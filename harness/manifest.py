@@ -89,14 +89,6 @@ def start_session(run_dir: Path, *, argv: list[str], sweep_file: str | None, cel
     return len(manifest["sessions"]) - 1
 
 
-def note_session(run_dir: Path, index: int, key: str, name: str, value: Any) -> None:
-    """Record `value` under manifest["sessions"][index][key][name] (e.g. the threads a model ran with)."""
-    path = Path(run_dir) / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["sessions"][index].setdefault(key, {})[name] = value
-    _write(path, manifest)
-
-
 def end_session(run_dir: Path, index: int, status: str, **extra: Any) -> None:
     path = Path(run_dir) / "manifest.json"
     manifest = json.loads(path.read_text())

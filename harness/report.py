@@ -6,7 +6,9 @@ Definitions (docs/design.md holds the full list; harness/stats.py the statistics
   tok/s     Σ tokens / Σ batch wall time (a batch's samples share its wall time, so summing per-sample
             e2e would count it B times), with a 95% bootstrap interval over batches
   speedup   tok/s ÷ the AR cell's tok/s (same model, dtype, device, suite, batch size), computed over the
-            batches that hold the same samples in both cells, with a paired 95% bootstrap interval
+            batches that hold the same samples in both cells and ran on the same node and device (a
+            distributed run, or a resume on another machine, can spread a cell), with a paired 95%
+            bootstrap interval
   accuracy  Wilson 95% over distinct samples: greedy repeats are not independent trials
 A cell is `unstable` when its interval is wider than ±10% of its estimate, it has too few batches for
 an interval, or it ran under contention (rules in `instability`); the report says why and what to do.
@@ -38,24 +40,32 @@ def _q(s: pd.Series, q: float) -> float:
     return float(np.quantile(s, q)) if len(s) else float("nan")
 
 
+def place_of(samples: pd.DataFrame) -> pd.Series:
+    """"node accelerator" of each row: where it was timed ("" for rows stored before pdbench kept it)."""
+    cols = [samples[c].fillna("").astype(str) if c in samples else pd.Series("", index=samples.index)
+            for c in ("node", "accelerator")]
+    return (cols[0] + " " + cols[1]).str.strip()
+
+
 def batch_table(samples: pd.DataFrame) -> pd.DataFrame:
-    """One row per timed batch: its cell, repeat, the samples it held, tokens and wall time."""
-    g = samples.groupby("batch_id", sort=False)
+    """One row per timed batch: its cell, repeat, the samples it held, tokens, wall time and where it ran."""
+    g = samples.assign(place=place_of(samples)).groupby("batch_id", sort=False)
     return pd.DataFrame({
         "cell_hash": g["cell_hash"].first(), "repeat": g["repeat"].first(), "session": g["session"].first(),
         "samples": g["sample_id"].agg(lambda ids: tuple(sorted(ids))), "tokens": g["n_tokens"].sum(),
-        "wall_s": g["batch_wall_s"].first(),
+        "wall_s": g["batch_wall_s"].first(), "place": g["place"].first(),
     }).reset_index()
 
 
 def paired_batches(cell: pd.DataFrame, ar: pd.DataFrame) -> list[tuple[float, float, float, float]]:
     """(tokens, wall, ar tokens, ar wall) for each batch of `cell` whose samples an AR batch held too
-    (the same repeat when there is one, else any)."""
-    by_key = {(r.samples, r.repeat): r for r in ar.itertuples()}
-    by_samples = {r.samples: r for r in ar.itertuples()}
+    (the same repeat when there is one, else any), timed on the same node and device: a ratio of
+    times from two machines would measure the machines."""
+    by_key = {(r.samples, r.repeat, r.place): r for r in ar.itertuples()}
+    by_samples = {(r.samples, r.place): r for r in ar.itertuples()}
     pairs = []
     for r in cell.itertuples():
-        a = by_key.get((r.samples, r.repeat)) or by_samples.get(r.samples)
+        a = by_key.get((r.samples, r.repeat, r.place)) or by_samples.get((r.samples, r.place))
         if a is not None:
             pairs.append((r.tokens, r.wall_s, a.tokens, a.wall_s))
     return pairs
@@ -84,6 +94,7 @@ def _cell_stats(df: pd.DataFrame, batches: pd.DataFrame) -> dict:
         "latency_p50_s": _q(df["e2e_s"], .5), "latency_p90_s": _q(df["e2e_s"], .9),
         "latency_p99_s": _q(df["e2e_s"], .99),
         "eos_rate": float((df["finish"] == "eos").mean()),
+        "ran_on": ", ".join(sorted(p for p in batches["place"].unique() if p)),
     }
 
 
@@ -266,6 +277,16 @@ def run_state(run_dir: Path, summary: pd.DataFrame) -> list[str]:
         if missing:
             notes.append(f"{len(missing)} of {len(names)} cells have no rows yet: {', '.join(missing[:6])}"
                          + (" ..." if len(missing) > 6 else ""))
+    if not summary.empty and "ran_on" in summary:
+        places = sorted({p for r in summary["ran_on"] for p in r.split(", ") if p})
+        spread = summary[summary["ran_on"].str.contains(", ", regex=False)]["cell_name"].tolist()
+        if len(places) > 1:
+            notes.append(f"Cells ran on {len(places)} nodes/devices ({'; '.join(places[:4])}"
+                         f"{' ...' if len(places) > 4 else ''}). Speedups pair only batches timed on the same "
+                         "node and device; compare tok/s between cells only where they ran on the same one.")
+        if spread:
+            notes.append(f"{len(spread)} cells were timed on more than one node/device: {', '.join(spread[:6])}; "
+                         "their tok/s mixes machines.")
     if not summary.empty and (summary["sessions"] > 1).any():
         mixed = summary[summary["sessions"] > 1]["cell_name"].tolist()
         notes.append(f"Timings of {len(mixed)} cells come from more than one session (the run was resumed): "
@@ -281,11 +302,14 @@ def render_markdown(run_dir: Path, summary: pd.DataFrame) -> str:
     if sessions:
         s = sessions[-1]
         gpu = ", ".join(s.get("gpu_names") or []) or "none"
+        places = "; ".join(sorted({w for ws in (s.get("placement") or {}).values() for w in ws}))
         out += [f"pdbench {s.get('pdbench_version')} (git {str(s.get('git_sha'))[:10]}{'+dirty' if s.get('git_dirty') else ''}),"
                 f" torch {s.get('torch')}, transformers {s.get('transformers')}, CUDA {s.get('cuda')}, GPU: {gpu},"
                 f" CPU: {s.get('cpu_model')} ({s.get('cpu_count')} cores). Sessions: {len(sessions)}. Batches "
                 f"{'interleaved across cells' if s.get('interleave', True) else 'cell after cell'}, "
-                f"each timed {s.get('timing_repeats', 1)}×.", ""]
+                f"each timed {s.get('timing_repeats', 1)}×."
+                + (f" Cells ran as Ray tasks on {places or 'a Ray cluster'} (the versions and hardware above are the "
+                   "driver's; manifest.json: ray_tasks, placement)." if s.get("executor") == "ray" else ""), ""]
     out += [f"> **{n}**" for n in run_state(run_dir, summary)]
     if summary.empty:
         out += ["", "No samples stored yet.", ""]
@@ -319,8 +343,9 @@ def render_markdown(run_dir: Path, summary: pd.DataFrame) -> str:
             [[f["cell_name"], f["stage"], f"{f['error_type']}: {str(f['message'])[:160]}"] for _, f in failures.iterrows()]), ""]
     out += ["Definitions: tokens include the first EOS; TPF = Σ tokens / Σ target forwards (prefill included);",
             "tok/s = Σ tokens / Σ batch wall time, [95% bootstrap interval over batches]; speedup = tok/s ÷ the AR",
-            "cell's (same model, suite, batch size) over batches holding the same samples, [95% paired bootstrap",
-            "interval]; ⚠ = unstable (see above); one untimed warm-up batch per cell; GPU util is NVML's busy",
+            "cell's (same model, suite, batch size) over batches holding the same samples and timed on the same",
+            "node and device, [95% paired bootstrap interval]; ⚠ = unstable (see above); one untimed warm-up",
+            "batch per cell; GPU util is NVML's busy",
             "fraction, not SM occupancy; – = not available.", ""]
     return "\n".join(out)
 

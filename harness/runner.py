@@ -11,7 +11,9 @@ The steps, each a function that returns a value:
   run_job(...)                  warm-up (a cell's first job), the timed generate() (K times with
                                 --timing-repeats: the median is kept, outputs must repeat exactly),
                                 the checks, the rows
-  finish_rows(...)              grading and the store
+  group.decode_group(...)       a loaded model's cells as a stream of events (hashes, graded
+                                batches, failures), here or inside a Ray task (harness/distributed.py)
+  group.Sink                    the one writer: rows, failures, cells.parquet, where cells ran
   cell_records(...)             one cells.parquet row per cell and repeat run in this session
 
 A cell that fails at run time (exception, CUDA OOM, broken bookkeeping) goes to failures.parquet and
@@ -32,16 +34,16 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from harness import load, manifest, store
-from harness.cells import Cell, cell_hash, describe_for_hash
+from harness.cells import Cell
 from harness.models import check_model_ref
-from harness.rows import BookkeepingError, apply_grades, check_batch, grade, sample_row
-from harness.telemetry import COLUMNS as GPU_COLUMNS, GpuSampler
+from harness.rows import BookkeepingError, check_batch, sample_row
+from harness.telemetry import COLUMNS as GPU_COLUMNS, GpuSampler, nvml_index
 
 WARMUP_TOKENS = 8
 
@@ -65,6 +67,12 @@ class RunOptions:
     # measure the grader too (2 cores, toy preset: sdlm-conf τ=0.7 on toy-code 130 tok/s overlapped, 972 not).
     overlap_grading: bool | None = None
     max_pending_batches: int = 4  # bound on batches decoded but not yet graded
+    # where the cells run (harness/distributed.py): "local", or "ray" with a cluster address ("" or None:
+    # a local Ray started for the run; "auto", "ray://host:port": an existing cluster)
+    executor: str = "local"
+    ray_address: str | None = None
+    num_gpus: float | None = None  # GPUs per Ray task; None: 1 for CUDA cells, 0 for CPU cells
+    max_retries: int = 2  # Ray re-runs a task whose worker or node died at most this often
 
 
 @dataclass
@@ -74,6 +82,7 @@ class Prepared:
     suite: Any
     samples: list
     label: str = ""  # "[i/N] name" for progress lines
+    index: int = -1  # position in the run's cell list: how events from a worker name their cell
     # known once the model is loaded (the weights are part of the hash):
     hash: str | None = None
     params_json: str = ""  # the built decoder's parameters, defaults included
@@ -101,6 +110,9 @@ class CellTally:
     gpu: list[dict] = field(default_factory=list)
     cpu: list[dict] = field(default_factory=list)
     forward_s: list[float] = field(default_factory=list)  # decode forwards (each batch's first left out)
+    threads: int = 0
+    node: str = ""
+    accelerator: str = ""
 
 
 @dataclass
@@ -157,8 +169,8 @@ def prepare(cells: list[Cell], opts: RunOptions) -> list[Prepared]:
         out.append(Prepared(cell, decoder, suite, samples))
     if problems:
         raise RunConfigError("cannot start the run:\n  " + "\n  ".join(problems))
-    for i, p in enumerate(out, 1):
-        p.label = f"[{i}/{len(out)}] {p.cell.name}"
+    for i, p in enumerate(out):
+        p.label, p.index = f"[{i + 1}/{len(out)}] {p.cell.name}", i
     return out
 
 
@@ -243,6 +255,7 @@ class Decoded:
     cpu: dict
     forward_s: list[float]
     warmup_s: float = float("nan")
+    started_at: str = ""
 
 
 def run_job(job: Job, adapter, run_id: str, session: int, rendered: dict, warm_up: bool,
@@ -258,7 +271,7 @@ def run_job(job: Job, adapter, run_id: str, session: int, rendered: dict, warm_u
         adapter.synchronize()
         warmup_s = time.perf_counter() - t0
     runs = []
-    with GpuSampler(index=adapter.device.index or 0, cuda_device=adapter.device,
+    with GpuSampler(index=nvml_index(adapter.device) if adapter.device.type == "cuda" else 0, cuda_device=adapter.device,
                     enabled=adapter.device.type == "cuda") as gpu:
         before = load.snapshot()
         for _ in range(opts.timing_repeats):
@@ -304,8 +317,7 @@ def choose_threads(requested: int | str, adapter) -> int:
     return torch.get_num_threads()
 
 
-def cell_records(tallies: dict[tuple, CellTally], prepared: dict[str, Prepared], run_id: str,
-                 threads: int) -> list[dict]:
+def cell_records(tallies: dict[tuple, CellTally], prepared: dict[str, Prepared], run_id: str) -> list[dict]:
     """One cells.parquet row per (cell, repeat) that ran in this session."""
     out = []
     for (h, repeat), t in tallies.items():
@@ -315,8 +327,8 @@ def cell_records(tallies: dict[tuple, CellTally], prepared: dict[str, Prepared],
             "run_id": run_id, "cell_hash": h, "cell_name": p.cell.name, "model": p.cell.model,
             "decoder": p.cell.decoder, "decoder_params": p.params_json, "suite": p.cell.suite,
             "batch_size": p.cell.batch_size, "repeat": repeat, "status": t.status, "n_rows": t.n_rows,
-            "n_tokens": t.n_tokens, "n_batches": len(t.walls), "threads": threads, "wall_s": wall,
-            "warmup_s": t.warmup_s,
+            "n_tokens": t.n_tokens, "n_batches": len(t.walls), "threads": t.threads, "wall_s": wall,
+            "warmup_s": t.warmup_s, "node": t.node or None, "accelerator": t.accelerator or None,
             "started_at": t.started_at, "ended_at": manifest.now(),
             **_gpu_totals(t.gpu, t.walls), **_noise(t),
         })
@@ -374,22 +386,20 @@ def _noise(t: CellTally) -> dict:
             "loadavg_max": worst("loadavg")}
 
 
-def _failure(run_dir: Path, run_id: str, result: RunResult, cell: Cell, h: str | None, stage: str,
-             exc: BaseException) -> None:
-    tb = "".join(traceback.format_exception(exc))
-    store.append_failures(run_dir, [{
-        "run_id": run_id, "cell_hash": h, "cell_name": cell.name, "repeat": None, "stage": stage,
-        "error_type": type(exc).__name__, "message": str(exc)[:2000], "traceback": tb, "failed_at": manifest.now(),
-    }])
-    result.failures.append(f"{cell.name}: {type(exc).__name__}: {exc}")
-    print(f"pdbench: cell {cell.name} FAILED at {stage}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    try:
-        import torch
+def failure_fields(exc: BaseException) -> tuple[str, str, str]:
+    """(error type, message, traceback) of an exception: plain strings, so a failure can travel from a
+    Ray worker to the driver that stores it."""
+    return type(exc).__name__, str(exc)[:2000], "".join(traceback.format_exception(exc))
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # an OOM in one cell should not starve the next
-    except Exception:
-        pass
+
+def record_failure(run_dir: Path, run_id: str, result: RunResult, cell: Cell, h: str | None, stage: str,
+                   error_type: str, message: str, tb: str, repeat: int | None = None) -> None:
+    store.append_failures(run_dir, [{
+        "run_id": run_id, "cell_hash": h, "cell_name": cell.name, "repeat": repeat, "stage": stage,
+        "error_type": error_type, "message": message, "traceback": tb, "failed_at": manifest.now(),
+    }])
+    result.failures.append(f"{cell.name}: {error_type}: {message}")
+    print(f"pdbench: cell {cell.name} FAILED at {stage}: {error_type}: {message}", file=sys.stderr)
 
 
 def default_loader(cell: Cell):
@@ -399,7 +409,8 @@ def default_loader(cell: Cell):
                       dtype=None if cell.dtype == "auto" else cell.dtype, add_mask_token=cell.add_mask_token)
 
 
-SETTINGS = ("interleave", "timing_repeats", "threads")  # the RunOptions a --resume keeps
+# the RunOptions a --resume keeps (flags still win: a Ray run can be resumed locally and vice versa)
+SETTINGS = ("interleave", "timing_repeats", "threads", "executor", "ray_address", "num_gpus", "max_retries")
 
 
 def save_cells(run_dir: Path, cells: list[Cell], sweep_text: str | None, opts: RunOptions) -> None:
@@ -423,157 +434,19 @@ def load_cells(run_dir: Path) -> list[Cell]:
     return [Cell.from_dict(d) for d in json.loads(path.read_text())]
 
 
-class _Writer:
-    """Grades finished batches (inline, or on the pool while the next batch decodes) and stores them
-    in order; keeps the per-cell tallies."""
-
-    def __init__(self, run_dir: Path, stored: set, result: RunResult, pool: ThreadPoolExecutor, overlap: bool,
-                 max_pending: int, progress):
-        self.run_dir, self.stored, self.result, self.pool = run_dir, stored, result, pool
-        self.overlap, self.max_pending, self.progress = overlap, max_pending, progress
-        self.inflight: list[tuple[Future, Decoded]] = []
-
-    def add(self, d: Decoded) -> None:
-        suite, samples = d.job.p.suite, d.job.samples
-        texts = [r["output_text"] for r in d.rows]
-        if self.overlap and getattr(suite, "needs_code_exec", False):  # runs while the next batch decodes
-            fut = self.pool.submit(grade, suite, samples, texts)
-        else:  # answer extraction is cheap and may rely on the main thread (signals); on CPU code is
-            fut = Future()  # graded here too, between timed batches
-            fut.set_result(grade(suite, samples, texts))
-        self.inflight.append((fut, d))
-        self.flush(block=False)
-
-    def flush(self, block: bool) -> None:
-        while self.inflight and (block or self.inflight[0][0].done() or len(self.inflight) > self.max_pending):
-            fut, d = self.inflight.pop(0)
-            rows = apply_grades(d.rows, fut.result())
-            store.append_samples(self.run_dir, rows)
-            self.stored.update((r["cell_hash"], r["sample_id"], r["repeat"]) for r in rows)
-            self.result.rows_written += len(rows)
-            self.progress.batch_done(d.job, rows)
-
-
-class Progress:
-    """A bar on a terminal; in a log (no terminal), one line per finished cell instead of bar updates."""
-
-    def __init__(self, total: int, desc: str, enabled: bool):
-        self.enabled, self.tty = enabled, sys.stderr.isatty()
-        self.remaining: dict[str, int] = {}
-        self.done: dict[str, list[dict]] = {}
-        self.bar = None
-        if enabled and self.tty and total:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True, file=sys.stderr)
-
-    def expect(self, label: str, n: int) -> None:
-        self.remaining[label] = self.remaining.get(label, 0) + n
-
-    def batch_done(self, job: Job, rows: list[dict]) -> None:
-        label = job.p.label
-        self.done.setdefault(label, []).extend(rows)
-        self.remaining[label] -= len(rows)
-        if self.bar is not None:
-            self.bar.update(len(rows))
-            self.bar.set_postfix_str(label, refresh=False)
-        elif self.enabled and self.remaining[label] == 0:
-            done = self.done[label]
-            acc = sum(bool(r["correct"]) for r in done) / len(done)
-            tpf = sum(r["n_tokens"] for r in done) / sum(r["n_forward"] for r in done)
-            print(f"pdbench: {label}: {len(done)} rows, accuracy {acc:.3f}, TPF {tpf:.2f}", file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def run_model_group(group: list[Prepared], adapter, run_dir: Path, run_id: str, session: int, stored: set,
-                    opts: RunOptions, stop: _StopFlag, pool: ThreadPoolExecutor, result: RunResult) -> None:
-    """Every cell that shares one loaded model: threads, hashes, plan, rotation, jobs, cell records."""
-    import torch
-
-    threads = choose_threads(opts.threads, adapter)
-    torch.set_num_threads(threads)
-    manifest.note_session(run_dir, session, "threads", group[0].cell.model, threads)
-    model_desc = None
-    ready: list[Prepared] = []
-    for p in group:
-        try:
-            p.decoder.check_model(adapter)
-            if model_desc is None:  # once per model: the fingerprint reads every tensor
-                model_desc = describe_for_hash(adapter)
-                desc = adapter.describe()
-            p.hash = cell_hash(p.cell, p.decoder, p.suite, model_desc)
-            p.params_json = json.dumps(p.decoder.params(), sort_keys=True, default=str)
-            p.model_fields = {"model_revision": None if desc.get("revision") is None else str(desc["revision"]),
-                              "dtype": str(desc.get("dtype", p.cell.dtype)),
-                              "device": str(desc.get("device", p.cell.device))}
-            ready.append(p)
-        except Exception as e:
-            _failure(run_dir, run_id, result, p.cell, p.hash, "check_model", e)
-    per_cell = []
-    for p in ready:
-        jobs, skipped = plan(p, stored)
-        result.rows_skipped += skipped
-        per_cell.append(jobs)
-    order = rotation(per_cell, opts.interleave)
-    overlap = opts.overlap_grading
-    if overlap is None:
-        overlap = adapter.device.type != "cpu"
-    progress = Progress(sum(len(j.samples) for j in order), ready[0].cell.model if ready else "", opts.progress)
-    for j in order:
-        progress.expect(j.p.label, len(j.samples))
-    writer = _Writer(run_dir, stored, result, pool, overlap, opts.max_pending_batches, progress)
-    tallies: dict[tuple, CellTally] = {}
-    rendered: dict[str, dict] = {}
-    failed: set[str] = set()
-    warmed: set[str] = set() if opts.warmup else {p.hash for p in ready}
-    try:
-        for job in order:
-            if stop.set:
-                break
-            p = job.p
-            if p.hash in failed:
-                continue
-            tally = tallies.setdefault((p.hash, job.repeat), CellTally(started_at=manifest.now()))
-            try:
-                texts = rendered.setdefault(p.hash, {})
-                for s in job.samples:
-                    if str(s.id) not in texts:
-                        texts[str(s.id)] = list(p.suite.render(s, adapter.tokenizer))
-                d = run_job(job, adapter, run_id, session, texts, p.hash not in warmed, opts)
-                warmed.add(p.hash)
-            except Exception as e:
-                failed.add(p.hash)
-                tally.status = "failed"
-                _failure(run_dir, run_id, result, p.cell, p.hash, "run", e)
-                continue
-            if not math.isnan(d.warmup_s):
-                tally.warmup_s = d.warmup_s
-            tally.walls.append(d.wall_s)
-            tally.n_rows += len(d.rows)
-            tally.n_tokens += sum(r["n_tokens"] for r in d.rows)
-            tally.gpu.append(d.gpu)
-            tally.cpu.append(d.cpu)
-            tally.forward_s += d.forward_s
-            writer.add(d)
-        writer.flush(block=True)
-    finally:
-        progress.close()
-        if stop.set:
-            for key, t in tallies.items():
-                if t.status == "done":
-                    t.status = "interrupted"
-        store.append_cells(run_dir, cell_records(tallies, {p.hash: p for p in ready}, run_id, threads))
-
-
 def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, argv: list[str] | None = None,
         sweep_file: str | None = None, sweep_text: str | None = None,
         loader: Callable[[Cell], Any] = default_loader, notes: dict | None = None) -> RunResult:
+    from harness import group
+
     opts = opts or RunOptions()
     run_dir = Path(run_dir)
     prepared = prepare(cells, opts)  # raises before any model loads
+    cluster = None
+    if opts.executor == "ray":
+        from harness import distributed
+
+        cluster = distributed.connect(opts, prepared)  # raises RunConfigError (no Ray, no cluster): still no run directory
     save_cells(run_dir, cells, sweep_text, opts)
     run_id = run_dir.name
     result = RunResult(run_dir)
@@ -583,33 +456,57 @@ def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, arg
         run_dir, argv=argv if argv is not None else sys.argv, sweep_file=sweep_file, cells=cells,
         seeds=[c.seed for c in cells], data_dir=opts.data_dir,
         notes={"warmup_enabled": opts.warmup, "warmup": warmup, "interleave": opts.interleave,
-               "timing_repeats": opts.timing_repeats, "threads_requested": opts.threads, **(notes or {})})
+               "timing_repeats": opts.timing_repeats, "threads_requested": opts.threads,
+               "executor": opts.executor, **(cluster.describe() if cluster else {}), **(notes or {})})
     stored = store.stored_keys(run_dir)
-    groups: OrderedDict[tuple, list[Prepared]] = OrderedDict()
-    for p in prepared:
-        groups.setdefault(p.cell.model_key(), []).append(p)
-    status = "done"
+    status, sink = "done", None
     try:
         with _StopFlag() as stop, ThreadPoolExecutor(opts.grade_workers, thread_name_prefix="pdbench-grade") as pool:
-            for group in groups.values():
-                if stop.set:
-                    break
-                try:
-                    adapter = loader(group[0].cell)
-                except Exception as e:
-                    for p in group:
-                        _failure(run_dir, run_id, result, p.cell, None, "load_model", e)
-                    continue
-                run_model_group(group, adapter, run_dir, run_id, session, stored, opts, stop, pool, result)
-                del adapter  # one model in memory at a time
+            sink = group.Sink(run_dir, run_id, prepared, stored, result, group.Progress("pdbench", opts.progress))
+            try:
+                if cluster is not None:
+                    cluster.run(prepared, sink, run_id, session, opts, stop, loader)
+                else:
+                    _run_local(prepared, sink, run_id, session, stored, opts, stop, pool, loader)
+            finally:
+                sink.progress.close()
+                sink.flush_cells(interrupted=stop.set)
             result.interrupted = stop.set
     except KeyboardInterrupt:
         result.interrupted, status = True, "aborted"
         raise
     finally:
+        if cluster is not None:
+            cluster.close()
         store.compact(run_dir)
         if status != "aborted":
             status = "interrupted" if result.interrupted else ("done_with_failures" if result.failures else "done")
         manifest.end_session(run_dir, session, status, rows_written=result.rows_written,
-                             rows_skipped=result.rows_skipped, n_failures=len(result.failures))
+                             rows_skipped=result.rows_skipped, n_failures=len(result.failures),
+                             placement=sink.placement if sink else {},
+                             threads={p.cell.model: sink.threads[p.hash] for p in prepared
+                                      if sink and p.hash in sink.threads},
+                             **(cluster.session_log() if cluster else {}))
     return result
+
+
+def _run_local(prepared: list[Prepared], sink, run_id: str, session: int, stored: set, opts: RunOptions,
+               stop: _StopFlag, pool: ThreadPoolExecutor, loader: Callable[[Cell], Any]) -> None:
+    """In this process: one model loaded at a time, all the cells that share it decoded in rotation."""
+    from harness.group import decode_group
+
+    groups: OrderedDict[tuple, list[Prepared]] = OrderedDict()
+    for p in prepared:
+        groups.setdefault(p.cell.model_key(), []).append(p)
+    for members in groups.values():
+        if stop.set:
+            break
+        try:
+            adapter = loader(members[0].cell)
+        except Exception as e:
+            for p in members:
+                sink.fail(p, None, "load_model", *failure_fields(e))
+            continue
+        sink.take_all(decode_group(members, adapter, run_id, session, stored, opts, pool=pool, stop=stop))
+        sink.flush_cells([p.index for p in members], interrupted=stop.set)
+        del adapter  # one model in memory at a time

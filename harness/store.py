@@ -43,13 +43,15 @@ SAMPLE_SCHEMA = pa.schema([
     ("batch_wall_s", _f),  # the batch's wall time (the median of its runs under --timing-repeats)
     ("batch_walls_s", pa.list_(_f)),  # every timed run of the batch
     ("finished_at", pa.timestamp("us", tz="UTC")),
+    # where the batch ran: timings compare only within one node and device (report.paired_batches)
+    ("node", _s), ("accelerator", _s),
     # scoring
     ("correct", _b), ("extracted", _s), ("grade_status", _s), ("grade_detail", _s),
     ("grade_extra", _s),  # JSON: per-suite grader outputs (extractor used, exec time, ...)
 ])
 # Columns that legitimately differ between two runs of the same sweep.
 TIMING_COLUMNS = ("step_s", "ttft_s", "e2e_s", "tpot_s", "tok_s", "batch_wall_s", "batch_walls_s", "finished_at")
-RUN_COLUMNS = ("run_id", "session", "batch_id")
+RUN_COLUMNS = ("run_id", "session", "batch_id", "node", "accelerator")
 
 CELL_SCHEMA = pa.schema([
     ("run_id", _s), ("cell_hash", _s), ("cell_name", _s), ("model", _s), ("decoder", _s),
@@ -63,6 +65,7 @@ CELL_SCHEMA = pa.schema([
     # noise: spread of the decode forwards' times, and the machine's load (harness/load.py), worst batch
     ("forward_cv", _f), ("forward_p99_p50", _f), ("steal_frac_max", _f), ("other_cpu_frac_max", _f),
     ("loadavg_max", _f),
+    ("node", _s), ("accelerator", _s),  # where this (cell, repeat) ran in this session
 ])
 
 FAILURE_SCHEMA = pa.schema([
@@ -95,12 +98,19 @@ def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 
 def append_samples(run_dir: Path, rows: list[dict[str, Any]]) -> Path | None:
-    if not rows:
+    return append_sample_table(run_dir, to_table(rows, SAMPLE_SCHEMA)) if rows else None
+
+
+def append_sample_table(run_dir: Path, table: pa.Table) -> Path | None:
+    """One batch as one part file (a table of SAMPLE_SCHEMA, e.g. built by a Ray worker)."""
+    if not table.num_rows:
         return None
+    if not table.schema.equals(SAMPLE_SCHEMA):
+        raise TypeError(f"sample table does not have the store's schema:\n{table.schema}")
     out = samples_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"part-{pd.Timestamp.now('UTC').strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
-    _write_atomic(to_table(rows, SAMPLE_SCHEMA), path)
+    _write_atomic(table, path)
     return path
 
 

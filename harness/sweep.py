@@ -5,6 +5,10 @@
     interleave = true                            # batches of cells sharing model, suite, batch size in turns
     timing_repeats = 1                           # time each batch K times, keep the median
     threads = 1                                  # torch CPU threads ("auto": chosen for the model and cores)
+    executor = "ray"                             # run the cells as Ray tasks (docs/ray.md); default "local"
+    ray_address = "auto"                         # "" starts a local Ray; "auto", "ray://host:port": a cluster
+    num_gpus = 1                                 # GPUs per Ray task (default: 1 for CUDA cells, else 0)
+    max_retries = 2                              # Ray re-runs a task whose worker or node died
     [defaults]                                   # optional; any cell key; a list is a grid axis
     model = "pdbench-toy"
     suite = ["arith", "toy-code"]
@@ -62,6 +66,10 @@ RUN_KEYS: dict[str, tuple[type, Any, str]] = {
     "interleave": (bool, None, "true or false"),
     "timing_repeats": (int, *_POS),
     "threads": ((int, str), lambda v: v == "auto" or (isinstance(v, int) and v >= 1), '"auto" or an int >= 1'),
+    "executor": (str, lambda v: v in ("local", "ray"), '"local" or "ray"'),
+    "ray_address": (str, None, '"" (a local Ray), "auto" or "ray://host:port"'),
+    "num_gpus": ((int, float), lambda v: not isinstance(v, bool) and v >= 0, "a number >= 0"),
+    "max_retries": (int, lambda v: v >= 0, "an int >= 0"),
 }
 TOP_KEYS = {"description", "run", "defaults", "sweep"}
 REQUIRED = ("model", "decoder", "suite")

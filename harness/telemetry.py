@@ -202,3 +202,50 @@ def gpu_inventory() -> dict:
         "gpu_names": [text(nv.nvmlDeviceGetName(nv.nvmlDeviceGetHandleByIndex(i))) for i in range(n)],
         "gpu_driver": text(nv.nvmlSystemGetDriverVersion()),
     }
+
+
+def _cuda_uuid(device) -> str | None:
+    """The UUID ("GPU-...") of a torch CUDA device, as NVML spells it, or None."""
+    try:
+        import torch
+
+        raw = str(torch.cuda.get_device_properties(device).uuid)
+    except Exception:
+        return None
+    return raw if raw.startswith(("GPU-", "MIG-")) else f"GPU-{raw}"
+
+
+def nvml_index(device) -> int:
+    """The NVML index of a torch CUDA device. They differ whenever CUDA_VISIBLE_DEVICES renumbers the
+    devices (Ray sets it for every task that holds a GPU: the task's GPU is cuda:0 but may be NVML's
+    3), so the device is found by UUID; the torch ordinal when NVML cannot tell."""
+    ordinal = getattr(device, "index", None) or 0
+    uuid, nv = _cuda_uuid(device), _nvml(warn=False)
+    if uuid is None or nv is None:
+        return ordinal
+    try:
+        for i in range(nv.nvmlDeviceGetCount()):
+            found = nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i))
+            if (found.decode() if isinstance(found, bytes) else str(found)) == uuid:
+                return i
+    except Exception:
+        pass
+    return ordinal
+
+
+def placement(device) -> dict[str, str]:
+    """Where a batch runs: the node (host name) and the physical accelerator — "cpu", or the GPU's
+    name and UUID (an ordinal like cuda:0 names a different GPU in every Ray task)."""
+    import platform
+
+    accelerator = "cpu"
+    if getattr(device, "type", str(device)) == "cuda":
+        try:
+            import torch
+
+            accelerator = f"{torch.cuda.get_device_name(device)} {_cuda_uuid(device) or str(device)}"
+        except Exception:
+            accelerator = str(device)
+    elif getattr(device, "type", str(device)) != "cpu":
+        accelerator = str(device)
+    return {"node": platform.node(), "accelerator": accelerator}

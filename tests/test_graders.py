@@ -30,6 +30,15 @@ REPO = Path(__file__).resolve().parents[1]
     ("the answer is 3/4", Fraction(3, 4), "last_number"),
     ("\\boxed{no idea} but 42", Fraction(42), "last_number"),  # a boxed non-number falls through
     ("no digits at all", None, None),
+    # Markdown headings are not the answer marker: only `#### <number>` is
+    ("#### Step 1\nShe buys 3.\n\n#### Step 2\nSo she has 18 left.", Fraction(18), "last_number"),
+    ("#### Step 2: add 3 and 4\n**Answer:** 9", Fraction(9), "last_number"),
+    ("#### 1. Costs\n3 + 4 = 7\n#### 2. Total\nThe answer is 12.", Fraction(12), "last_number"),
+    ("#### Step 1\n3 + 4 = 7\n#### 12", Fraction(12), "hash"),
+    ("#### 18 (3 + 15)", Fraction(18), "hash"),  # the number the line opens with
+    ("#### **18**", Fraction(18), "hash"),
+    ("#### 3.5", Fraction(7, 2), "hash"),
+    ("####\n72", Fraction(72), "hash"),
 ])
 def test_extract_number(text, value, extractor):
     assert extract_number(text) == (value, extractor)

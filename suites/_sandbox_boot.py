@@ -137,7 +137,7 @@ def run_child(cfg: dict, report_fd: int, namespaced: bool) -> None:
     record = {"pid": me, "nonce": cfg["nonce"], "outcome": "done", "detail": ""}
     try:
         code = compile(source, "program.py", "exec")
-        exec(code, {"__name__": "__main__", "__file__": path, "__builtins__": __builtins__})
+        exec(code, {"__name__": cfg["module_name"], "__file__": path, "__builtins__": __builtins__})
     except BaseException as exc:  # noqa: BLE001 - every way out of the program is a verdict
         record["outcome"] = classify(exc)
         line = failing_line(exc, source.splitlines())

@@ -1,6 +1,6 @@
 """Run untrusted Python (model-written code plus its tests) in a throw-away sandboxed subprocess.
 
-    run_program(source, timeout_s=10.0, memory_mb=1024) -> ExecResult
+    run_program(source, timeout_s=10.0, memory_mb=1024, module_name="__main__") -> ExecResult
     run_many(sources, timeout_s=10.0, workers=None) -> list[ExecResult]   (pool sized to the cores)
 
 Statuses: `pass` (the program, tests included, ran to its end and exited 0), `fail` (an assert or
@@ -141,8 +141,11 @@ def run_program(
     max_processes: int = 32,
     max_file_mb: int = 16,
     output_cap: int = 65536,
+    module_name: str = "__main__",
 ) -> ExecResult:
-    """Run `source` as a Python program in a fresh sandbox and classify how it ended."""
+    """Run `source` as a Python program in a fresh sandbox and classify how it ended; it runs with
+    `__name__` = `module_name` (the code suites pass another name, so a solution's own
+    `if __name__ == "__main__":` demo does not run)."""
     workdir = tempfile.mkdtemp(prefix="pdbench-sbx-")
     private = tempfile.mkdtemp(prefix="pdbench-sbx-io-")  # outputs live outside the program's reach
     isolation = ["process-group", "rlimits", "tempdir"]
@@ -162,6 +165,7 @@ def run_program(
             "cpu_s": int(timeout_s) + 1,
             "fsize_bytes": max_file_mb << 20,
             "nproc": max_processes,
+            "module_name": module_name,
             "namespaces": os.environ.get("PDBENCH_SANDBOX", "") != "plain",
             "isolation": isolation,
             "run_as": [SANDBOX_UID, SANDBOX_UID] if _as_root() else None,

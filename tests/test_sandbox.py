@@ -35,6 +35,12 @@ def test_pass_and_fail_with_the_failing_assert():
     assert syntax.status == "fail" and "SyntaxError" in syntax.detail
 
 
+def test_module_name():
+    demo = "ran = []\nif __name__ == '__main__':\n    ran.append(input())\nassert not ran\nprint(__name__)"
+    assert run_program(demo, module_name="solution").stdout == "solution\n"
+    assert run_program(demo).status == "fail"  # as __main__ the demo reads the closed stdin: EOFError
+
+
 def test_stdin_is_closed():
     result = run_program("import sys\nassert sys.stdin.read() == ''\ntry:\n    input()\nexcept EOFError:\n    pass\n"
                          "else:\n    raise AssertionError('stdin had data')")

@@ -109,8 +109,7 @@ def confine(cfg: dict, namespaced: bool) -> list[str]:
         except jail.JailError as exc:
             layers.append(f"mounts not locked ({exc})")
     if sys.platform.startswith("linux"):
-        jail.drop_capabilities()
-        layers += ["no-capabilities", "no-new-privs"]
+        layers += [jail.drop_capabilities(), "no-new-privs"]
     layers.append(f"uid-{os.geteuid()}")
     if namespaced and os.geteuid() == 0:
         raise jail.JailError("the program would run as uid 0")

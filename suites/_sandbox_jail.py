@@ -30,7 +30,7 @@ MS_PRIVATE, MS_RELATIME = 1 << 18, 1 << 21
 MNT_DETACH = 2
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 24, 38, 39, 47
 PR_CAP_AMBIENT_CLEAR_ALL, PR_SET_DUMPABLE, PR_CAPBSET_READ = 4, 4, 23
-CAPABILITY_VERSION_3 = 0x20080522
+CAPABILITY_VERSION_3, CAP_SETPCAP = 0x20080522, 8
 # A remount must repeat these flags of the mount it changes: inside a user namespace they are
 # locked, and leaving one out is EPERM.
 _KEEP_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
@@ -272,15 +272,20 @@ def _capget() -> tuple[int, int, int]:
     return e0 | e1 << 32, p0 | p1 << 32, i0 | i1 << 32
 
 
-def drop_capabilities() -> None:
+def drop_capabilities() -> str:
     """Empty every capability set (bounding, ambient, inheritable, permitted, effective) and set
-    no_new_privs, then check that it took: a program must never start holding one."""
-    _clear_bounding_set()
+    no_new_privs, then check that it took: a program must never start holding one. Returns the
+    layer's name. Only an ordinary user outside namespaces (plain mode) cannot empty its bounding
+    set, lacking CAP_SETPCAP; no_new_privs then keeps execve from granting anything in it."""
+    _call("PR_SET_NO_NEW_PRIVS", _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+    may_clear_bounding = bool(_capget()[0] >> CAP_SETPCAP & 1)
+    if may_clear_bounding:
+        _clear_bounding_set()
     _call("PR_CAP_AMBIENT_CLEAR_ALL", _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))
     _call("capset", _libc.capset(struct.pack("Ii", CAPABILITY_VERSION_3, 0), bytes(24)))
-    _call("PR_SET_NO_NEW_PRIVS", _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
     if any(_capget()) or _libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1:
         raise JailError("capabilities still held after the drop")
-    for cap in range(_last_cap() + 1):
-        if _libc.prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1:
-            raise JailError(f"capability {cap} still in the bounding set")
+    bounding = [cap for cap in range(_last_cap() + 1) if _libc.prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1]
+    if bounding and may_clear_bounding:
+        raise JailError(f"capability {bounding[0]} still in the bounding set")
+    return "no-capabilities" if not bounding else "no-capabilities (bounding set kept: no CAP_SETPCAP)"

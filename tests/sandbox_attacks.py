@@ -227,7 +227,12 @@ def main(argv: list[str]) -> None:
             env["PDBENCH_SANDBOX"] = os.environ["PDBENCH_SANDBOX"]
         os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), targets], env)
     results = run_attacks(json.loads(argv[0]))
-    print(json.dumps({"uid": os.getuid(), "results": results}))
+    from suites.sandbox import run_program
+
+    os.environ["PDBENCH_SANDBOX"] = "plain"  # and one run without namespaces, which must work too
+    plain = run_program("import os\nprint(os.geteuid())")
+    print(json.dumps({"uid": os.getuid(), "results": results,
+                      "plain": [plain.status, plain.detail, plain.stdout, plain.isolation]}))
 
 
 if __name__ == "__main__":

@@ -258,6 +258,9 @@ def test_attacks_are_refused_as_an_ordinary_user(host_files):
     assert report["uid"] == ORDINARY_UID
     _held(report["results"])
     assert all(f"uid-{ORDINARY_UID}" in layers for _, _, layers in report["results"].values())
+    status, detail, stdout, layers = report["plain"]
+    assert (status, stdout) == ("pass", f"{ORDINARY_UID}\n"), detail
+    assert "no-new-privs" in layers and "no namespaces (PDBENCH_SANDBOX=plain)" in layers
 
 
 def test_plain_mode_says_what_it_lacks(monkeypatch):

@@ -1,7 +1,7 @@
 """Runs inside the sandbox as `python -I _sandbox_boot.py` (never imported by the package).
 
 The parent (suites/sandbox.py) writes a JSON config on our stdin, then closes it. Then
-  1. we enter new mount, pid and network namespaces (and, when not root, a user namespace in which
+  1. we enter new mount, pid, network and IPC namespaces (and, when not root, a user namespace in which
      we keep our uid) when the kernel allows it, else carry on without and say so;
   2. we fork the supervisor, pid 1 of the new pid namespace. It builds the private root
      (suites/_sandbox_jail.py: a tmpfs with read-only binds of the system directories and the
@@ -187,7 +187,7 @@ def supervise(cfg: dict, isolation: list[str], namespaced: bool) -> None:
     verdict = {"exit": None, "signal": None, "record": None, "isolation": isolation, "setup_error": None}
     if namespaced:
         try:
-            isolation += ["pid-namespace", "no-network", "private-root"]
+            isolation += ["pid-namespace", "no-network", "ipc-namespace", "private-root"]
             isolation += jail.build_private_root(cfg["private_root"], cfg["workdir"])
         except (jail.JailError, OSError) as exc:
             verdict["setup_error"] = f"building the private root: {exc}"

@@ -5,7 +5,7 @@ never imports it. Every step either succeeds or raises JailError with the failin
 the boot decides what a failure means (fall back and say so, or refuse to run the program).
 
 The order matters, see the boot's docstring:
-  enter_outer_namespaces  (the boot)        new mount, pid and network namespaces; a user namespace
+  enter_outer_namespaces  (the boot)        new mount, pid, network, IPC namespaces; a user namespace
                                             too when we are not root (we keep our own uid in it)
   build_private_root      (pid 1 of those)  tmpfs root, read-only binds, fresh /proc, pivot_root
   become_unprivileged     (the program)     root only: uid/gid nobody, which clears the capabilities
@@ -23,7 +23,7 @@ import shutil
 import struct
 import sys
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 32, 1024, 2048, 4096, 16384
 MS_PRIVATE, MS_RELATIME = 1 << 18, 1 << 21
@@ -102,11 +102,12 @@ def write_id_maps(uid: int, gid: int) -> None:
 
 
 def enter_outer_namespaces() -> None:
-    """New mount, pid and network namespaces (the pid one takes effect for our next child). Root
+    """New mount, pid, network and IPC namespaces (the pid one takes effect for our next child; the
+    IPC one keeps SysV shared memory, queues and semaphores the program makes off the host). Root
     needs no user namespace for that and must not have one here: its mounts of root's own files
     (the interpreter may live in /root) need root's access. Others keep their own uid inside one."""
     uid, gid = os.geteuid(), os.getegid()
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | (0 if uid == 0 else CLONE_NEWUSER)
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | (0 if uid == 0 else CLONE_NEWUSER)
     _call("unshare", _libc.unshare(flags))
     if uid != 0:
         write_id_maps(uid, gid)

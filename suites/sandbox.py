@@ -28,8 +28,9 @@ root or not, the program
     pid namespace, and its working directory, the only writable place. Absent: home directories
     (beyond the path down to the interpreter), /etc/shadow and the rest of /etc, /sys, /run, /var,
     /tmp's contents, the project and its results. Writes anywhere else fail and leave nothing;
-  * is in new pid and network namespaces: no network (only a down loopback), the test process is
-    invisible and cannot be signalled, and everything the program forked dies with the run.
+  * is in new pid, network and IPC namespaces: no network (only a down loopback), the test process
+    is invisible and cannot be signalled, everything the program forked dies with the run, and so
+    do the SysV shared memory, queues and semaphores it made (the host's are out of its reach).
 If the private root, the capability drop or the uid change cannot be set up, the program does not
 run (status `error`); locked mounts and the ban on nested user namespaces, where the kernel refuses
 them, are listed as missing and the run goes on (the program still holds no capability). Not promised: protection from kernel bugs (no seccomp filter), a limit on the
@@ -39,7 +40,8 @@ shares the process that reports the nonce, which guards against accidental early
 
 Without namespaces (`PDBENCH_SANDBOX=plain`, or a kernel or container that refuses them; the
 isolation list says which) the program sees the host's file system and network, and escaped
-grandchildren can outlive the run. Capabilities are still dropped. As root it runs as nobody when
+grandchildren can outlive the run. Capabilities are still dropped (an ordinary user keeps its
+bounding set, which no_new_privs leaves inert). As root it runs as nobody when
 nobody can read this interpreter, else as uid 0 (then root's own files are open to it, and the
 kernel applies no RLIMIT_NPROC to uid 0); as another user it has that user's access. Run untrusted
 code in a container or VM then.

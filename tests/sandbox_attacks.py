@@ -107,6 +107,10 @@ for path in (os.__file__, "/etc/passwd", "/usr/bin/env"):
     cannot(lambda: os.unlink(path), f"unlinking {path}")
 open("inside.txt", "w").write("the work dir stays writable")
 ''',
+    "ipc": r'''
+assert libc.shmget(T["host_shm_key"], 0, 0) == -1, "the host's shared memory segment is visible"
+assert libc.shmget(T["sandbox_shm_key"], 4096, 0o1000 | 0o666) >= 0  # IPC_CREAT: fine, in our own namespace
+''',
     "processes": r'''
 if os.fork() == 0:  # a grandchild escaping the process group; the test looks for it afterwards
     os.setsid()
@@ -133,13 +137,26 @@ cannot(lambda: socket.create_connection(("127.0.0.1", T["port"]), timeout=2), "c
 
 def make_targets(outside_dirs: list[str], secret_files: list[str], port: int) -> dict:
     """Targets: directories of the host that must be invisible, files that must be unreadable, fresh
-    names outside the work dir that must stay uncreated, a port we listen on, our pid, and the
-    argument of a `sleep` that must not outlive the run."""
+    names outside the work dir that must stay uncreated, a port we listen on, our pid, the argument
+    of a `sleep` that must not outlive the run, and SysV shared memory keys: one the host holds, one
+    the program creates (which must not outlive the run)."""
     tag = f"pdbench-escape-{uuid.uuid4().hex[:12]}"
     parents = ["/", "/tmp", "/etc", "/usr", "/root", "/dev", os.path.dirname(os.__file__), *outside_dirs]
     return {"prefix": sys.base_prefix, "outside_dirs": outside_dirs, "secret_files": secret_files,
             "write_targets": [os.path.join(p, tag) for p in parents], "port": port, "test_pid": os.getpid(),
-            "marker": f"{uuid.uuid4().int % 10**6}.25"}
+            "marker": f"{uuid.uuid4().int % 10**6}.25", "host_shm_key": 0x5EED0000 + uuid.uuid4().int % 0xFFFF,
+            "sandbox_shm_key": 0x5EEE0000 + uuid.uuid4().int % 0xFFFF}
+
+
+def shared_memory(key: int, create: bool = False) -> int:
+    """The id of the host's SysV shared memory segment with `key` (made world-readable when `create`),
+    or -1 when there is none."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.shmget(key, 4096 if create else 0, (0o1000 | 0o666) if create else 0)
+
+
+def remove_shared_memory(shmid: int) -> None:
+    ctypes.CDLL(None).shmctl(shmid, 0, None)  # IPC_RMID
 
 
 def sleepers(marker: str) -> list[str]:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from suites.sandbox import SANDBOX_UID, run_many, run_program
-from tests.sandbox_attacks import CANNOT_RUN_AS_USER, make_targets, run_attacks, sleepers
+from tests.sandbox_attacks import (CANNOT_RUN_AS_USER, make_targets, remove_shared_memory, run_attacks, shared_memory,
+                                   sleepers)
 
 TIMEOUT = 4.0
 REPO = Path(__file__).resolve().parents[1]
@@ -181,7 +182,7 @@ def test_run_many_keeps_input_order():
 
 # ---------------------------------------------------------------- a program written to escape
 
-NAMESPACED_LAYERS = ["pid-namespace", "no-network", "private-root", "locked-mounts", "no-nested-userns",
+NAMESPACED_LAYERS = ["pid-namespace", "no-network", "ipc-namespace", "private-root", "locked-mounts", "no-nested-userns",
                      "no-capabilities", "no-new-privs"]
 
 
@@ -209,10 +210,18 @@ def host_files():
             server.listen(1)
             targets = make_targets([tmp, str(REPO), str(REPO / "results")], [root_secret, user_secret],
                                    server.getsockname()[1])
-            yield targets
+            host_segment = shared_memory(targets["host_shm_key"], create=True)
+            try:
+                yield targets
+            finally:
+                remove_shared_memory(host_segment)
         assert not [p for p in targets["write_targets"] if os.path.lexists(p)]  # nothing left behind
         time.sleep(0.2)
         assert sleepers(targets["marker"]) == []  # the setsid() grandchild died with the run
+        left = shared_memory(targets["sandbox_shm_key"])
+        if left >= 0:
+            remove_shared_memory(left)
+        assert left == -1  # the program's shared memory died with its IPC namespace
 
 
 def _held(results: dict) -> None:
@@ -238,8 +247,8 @@ def test_the_program_holds_no_privilege_and_sees_a_private_root():
 
 def test_attacks_are_refused(host_files):
     """mount, umount2, remounts, tmpfs, pivot_root, chroot, setuid(0), capset, nested namespaces,
-    ptrace, secrets, /proc/1, writes everywhere outside the work dir, killing the supervisor and us,
-    a fork bomb, a setsid() grandchild, the network: see tests/sandbox_attacks.py."""
+    ptrace, secrets, /proc/1, writes everywhere outside the work dir, SysV shared memory, killing the
+    supervisor and us, a fork bomb, a setsid() grandchild, the network: see tests/sandbox_attacks.py."""
     _needs_private_root()
     _held(run_attacks(host_files))
 

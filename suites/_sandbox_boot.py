@@ -1,8 +1,8 @@
 """Runs inside the sandbox as `python -I _sandbox_boot.py` (never imported by the package).
 
 The parent (suites/sandbox.py) writes a JSON config on our stdin, then closes it. Then
-  1. we enter new mount, pid, network and IPC namespaces (and, when not root, a user namespace in which
-     we keep our uid) when the kernel allows it, else carry on without and say so;
+  1. we enter new mount, pid, network and IPC namespaces (and, when not root, a user namespace in
+     which we keep our uid) when the kernel allows it, else carry on without and say so;
   2. we fork the supervisor, pid 1 of the new pid namespace. It builds the private root
      (suites/_sandbox_jail.py: a tmpfs with read-only binds of the system directories and the
      interpreter, a curated /etc, a few devices, its own /proc, the working directory read-write),
@@ -187,6 +187,7 @@ def supervise(cfg: dict, isolation: list[str], namespaced: bool) -> None:
     verdict = {"exit": None, "signal": None, "record": None, "isolation": isolation, "setup_error": None}
     if namespaced:
         try:
+            jail.set_dumpable(False)
             isolation += ["pid-namespace", "no-network", "ipc-namespace", "private-root"]
             isolation += jail.build_private_root(cfg["private_root"], cfg["workdir"])
         except (jail.JailError, OSError) as exc:

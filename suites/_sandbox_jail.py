@@ -23,7 +23,8 @@ import shutil
 import struct
 import sys
 
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x20000, 0x8000000, 0x10000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 32, 1024, 2048, 4096, 16384
 MS_PRIVATE, MS_RELATIME = 1 << 18, 1 << 21
@@ -38,8 +39,8 @@ _KEEP_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noa
 # System directories bound read-only (or recreated as the same symlink, on merged-/usr systems).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # /etc is rebuilt entry by entry (files copied, directories bound): only what name resolution, the
-# dynamic loader and time zones read. Left out on purpose: shadow, gshadow, ssh, ssl, sudoers, subuid, and tool configs that may hold
-# tokens (pip.conf, npmrc, gitconfig, ...).
+# dynamic loader and time zones read. Left out on purpose: shadow, gshadow, ssh, ssl, sudoers,
+# subuid, and tool configs that may hold tokens (pip.conf, npmrc, gitconfig, ...).
 ETC_ENTRIES = ("passwd", "group", "hosts", "hostname", "host.conf", "nsswitch.conf", "resolv.conf", "gai.conf",
                "networks", "protocols", "services", "localtime", "timezone", "ld.so.cache", "ld.so.conf",
                "ld.so.conf.d", "alternatives", "mime.types", "os-release", "shells", "locale.alias")
@@ -227,14 +228,20 @@ def become_unprivileged(uid: int, gid: int) -> None:
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
-    # A uid change makes us non-dumpable, which hands our /proc files (uid_map among them) to root.
-    _call("PR_SET_DUMPABLE", _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0))
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """A non-dumpable process's /proc files belong to root: the supervisor is one, so the program
+    (same uid when we are not root) cannot even list its fds. The program child must be dumpable
+    to write its own uid_map (a uid change or the supervisor's setting makes it non-dumpable)."""
+    _call("PR_SET_DUMPABLE", _libc.prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0))
 
 
 def enter_inner_userns() -> None:
     """A user namespace owned by our (non-zero) uid, mapping it to itself, with a mount namespace:
     the copy of our mounts is locked, since it comes from a more privileged namespace."""
     uid, gid = os.geteuid(), os.getegid()
+    set_dumpable(True)
     _call("unshare (inner user namespace)", _libc.unshare(CLONE_NEWUSER | CLONE_NEWNS))
     write_id_maps(uid, gid)
 

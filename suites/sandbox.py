@@ -33,18 +33,20 @@ root or not, the program
     do the SysV shared memory, queues and semaphores it made (the host's are out of its reach).
 If the private root, the capability drop or the uid change cannot be set up, the program does not
 run (status `error`); locked mounts and the ban on nested user namespaces, where the kernel refuses
-them, are listed as missing and the run goes on (the program still holds no capability). Not promised: protection from kernel bugs (no seccomp filter), a limit on the
-host's total memory or CPU beyond the rlimits (no cgroups), secrecy of what the bound directories
-hold (system files, site-packages), or an honest verdict from code written to cheat: the program
-shares the process that reports the nonce, which guards against accidental early exits only.
+them, are listed as missing and the run goes on (the program still holds no capability).
+Not promised: protection from kernel bugs (no seccomp filter), a limit on the host's total memory,
+CPU or disk beyond the per-process rlimits (no cgroups, and the work dir is on the host's disk),
+secrecy of what the bound directories hold (system files, site-packages), or an honest verdict
+from code written to cheat: the program shares the process that reports the nonce, which guards
+against accidental early exits only.
 
 Without namespaces (`PDBENCH_SANDBOX=plain`, or a kernel or container that refuses them; the
 isolation list says which) the program sees the host's file system and network, and escaped
 grandchildren can outlive the run. Capabilities are still dropped (an ordinary user keeps its
-bounding set, which no_new_privs leaves inert). As root it runs as nobody when
-nobody can read this interpreter, else as uid 0 (then root's own files are open to it, and the
-kernel applies no RLIMIT_NPROC to uid 0); as another user it has that user's access. Run untrusted
-code in a container or VM then.
+bounding set, which no_new_privs leaves inert). As root it runs as nobody when nobody can read this
+interpreter, else as uid 0 (then root's own files are open to it, and the kernel applies no
+RLIMIT_NPROC to uid 0); as another user it has that user's access. Run untrusted code in a
+container or VM then.
 """
 
 from __future__ import annotations

@@ -86,6 +86,10 @@ for path in ["/etc/shadow", "/etc/gshadow", "/proc/1/root/etc/shadow", "/proc/1/
     cannot(lambda: open(path, "rb").read(1), f"reading {path}")
 cannot(lambda: os.listdir("/proc/1/root/"), "listing the supervisor's root")
 cannot(lambda: os.listdir("/proc/1/cwd/"), "listing the supervisor's cwd")
+cannot(lambda: os.listdir("/proc/1/fd/"), "listing the supervisor's file descriptors")
+for fd in range(8):
+    cannot(lambda: os.readlink(f"/proc/1/fd/{fd}"), f"reading the supervisor's fd {fd}")
+    cannot(lambda: open(f"/proc/1/fd/{fd}", "rb"), f"opening the supervisor's fd {fd}")
 for path in T["outside_dirs"]:
     assert not os.path.exists(path), f"{path} is visible"
 assert not os.path.exists("/home") and not os.path.exists("/sys/kernel"), os.listdir("/")

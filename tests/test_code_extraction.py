@@ -68,7 +68,8 @@ HUMANEVAL = Sample(
     id="HumanEval/x",
     messages=[],
     reference={"entry_point": "below_zero",
-               "test": "def check(candidate):\n    assert candidate([1, -2]) is True\n    assert candidate([1, 2]) is False\n"},
+               "test": ("def check(candidate):\n    assert candidate([1, -2]) is True\n"
+                        "    assert candidate([1, 2]) is False\n")},
     meta={"prompt": "from typing import List\n\n\ndef below_zero(ops: List[int]) -> bool:\n"
                     "    \"\"\"Does the running balance ever drop below zero?\"\"\"\n"})
 MBPP = Sample(id="mbpp/x", messages=[], reference={"tests": ["assert max_gap([1, 5, 6]) == 4"], "setup": ""},
@@ -137,8 +138,10 @@ def test_toy_code_split_blocks_and_prose():
     renamed = gold.replace(f"def {entry}(", "def _solution(", 1)
     split = f"{F}python\n{renamed}\n{F}\n{F}python\ndef {entry}(*args):\n    return _solution(*args)\n{F}\n"
     prose = f"Here you go:\n\n{gold}\n\nIt returns the value asked for.\n"
-    grades = suite.grade_many([(sample, split), (sample, prose), (sample, split.replace("return _solution", "return None and _solution"))])
-    assert [(g.status, g.extra["code_source"]) for g in grades] == [("pass", "fenced"), ("pass", "prose"), ("fail", "fenced")]
+    wrong = split.replace("return _solution", "return None and _solution")
+    grades = suite.grade_many([(sample, split), (sample, prose), (sample, wrong)])
+    assert [(g.status, g.extra["code_source"]) for g in grades] == [("pass", "fenced"), ("pass", "prose"),
+                                                                    ("fail", "fenced")]
 
 
 def test_unguarded_demo_code_still_runs():

@@ -113,7 +113,8 @@ def test_writing_outside_the_temp_dir_leaves_nothing(tmp_path: Path):
     targets = [tmp_path / "escaped.txt", Path("/tmp") / f"pdbench-escape-{uuid.uuid4().hex}",
                Path(__file__).resolve().parent / f"escape-{uuid.uuid4().hex}.txt"]
     source = (f"refused = []\nfor path in {[str(t) for t in targets]!r}:\n"
-              "    try:\n        open(path, 'w').write('pwned')\n    except OSError as exc:\n        refused.append(exc)\n"
+              "    try:\n        open(path, 'w').write('pwned')\n"
+              "    except OSError as exc:\n        refused.append(exc)\n"
               "assert len(refused) == 3, refused")
     result = run_program(source)
     assert result.status == "pass", result.detail  # every open() raised
@@ -182,8 +183,8 @@ def test_run_many_keeps_input_order():
 
 # ---------------------------------------------------------------- a program written to escape
 
-NAMESPACED_LAYERS = ["pid-namespace", "no-network", "ipc-namespace", "private-root", "locked-mounts", "no-nested-userns",
-                     "no-capabilities", "no-new-privs"]
+NAMESPACED_LAYERS = ["pid-namespace", "no-network", "ipc-namespace", "private-root", "locked-mounts",
+                     "no-nested-userns", "no-capabilities", "no-new-privs"]
 
 
 def _needs_private_root() -> list[str]:

@@ -1,72 +1,60 @@
 """Runs inside the sandbox as `python -I _sandbox_boot.py` (never imported by the package).
 
 The parent (suites/sandbox.py) writes a JSON config on our stdin, then closes it. Then
-  1. we enter new user, mount, network and pid namespaces when the kernel allows it (else we carry
-     on without and say so), and remount everything except the working directory read-only;
-  2. we fork the supervisor, pid 1 of the new pid namespace, which forks the program child: that
-     one sets the rlimits and `exec`s the program;
-  3. the supervisor waits for the child and writes one JSON verdict to the result fd we were given.
+  1. we enter new mount, pid, network and IPC namespaces (and, when not root, a user namespace in
+     which we keep our uid) when the kernel allows it, else carry on without and say so;
+  2. we fork the supervisor, pid 1 of the new pid namespace. It builds the private root
+     (suites/_sandbox_jail.py: a tmpfs with read-only binds of the system directories and the
+     interpreter, a curated /etc, a few devices, its own /proc, the working directory read-write),
+     pivots into it and detaches the host's root;
+  3. the supervisor forks the program child, which gives up everything before the program runs: as
+     root it becomes nobody; it enters a user namespace of its own (so every mount it sees is
+     locked), forbids nested ones, empties all capability sets and sets no_new_privs; it reports
+     those layers, sets the rlimits and runs the program;
+  4. the supervisor waits for the child and writes one JSON verdict to the result fd we were given.
+If a step that the namespaced mode promises fails, the program does not run (status `error`).
 The child proves it reached the end of the program (tests included) by sending back a nonce over a
 pipe; an early `sys.exit(0)` or `os._exit(0)` therefore never looks like a pass. When we exit, the
 kernel kills whatever is left in the pid namespace, so escaped grandchildren do not outlive us.
 Standard library only: `-I` keeps the project and site customisations off the path.
 """
 
-import ctypes
 import errno
+import importlib.util
 import json
 import os
-import re
 import resource
 import sys
 import traceback
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
-NOBODY = 65534
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_RELATIME = 32, 1024, 2048, 4096, 1 << 21
-# A remount inside a user namespace must keep the flags the mount was created with ("locked"),
-# otherwise the kernel answers EPERM, so we carry them over from mountinfo.
-_KEEP_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
-               "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
+
+def load_jail():
+    # by path: under -I this file's directory is not on sys.path, and must not be for the program
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_jail.py")
+    spec = importlib.util.spec_from_file_location("_sandbox_jail", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _unescape(path: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)  # mountinfo writes " " as \040
+jail = load_jail()
 
 
-def make_fs_readonly(workdir: str) -> str:
-    libc = ctypes.CDLL(None, use_errno=True)
-    # A bind mount of the working directory onto itself becomes its own mount, so remounting the
-    # file system that holds it read-only leaves it writable.
-    if libc.mount(workdir.encode(), workdir.encode(), None, MS_BIND, None) != 0:
-        return f"readonly-fs failed: bind {errno.errorcode.get(ctypes.get_errno())}"
-    failed = []
-    with open("/proc/self/mountinfo") as f:
-        mounts = [(_unescape(line.split()[4]), line.split()[5]) for line in f]
-    for point, options in mounts:
-        if point == workdir:
-            continue
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-        for opt in options.split(","):
-            flags |= _KEEP_FLAGS.get(opt, 0)
-        if libc.mount(None, point.encode(), None, flags, None) != 0:
-            failed.append(point)
-    return "readonly-fs" if not failed else f"readonly-fs (not: {', '.join(failed[:5])})"
-
-
-def vm_size_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
+def vm_size_bytes(default: int = 0) -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # no /proc in the private root: the boot's own size, measured at start, is close
+        pass
+    return default
 
 
 def set_limits(cfg: dict) -> None:
     # Relative to the current size: a container may already map more than an absolute limit, and
     # then every program would fail at start-up (EvalPlus #225, LiveBench #536).
-    mem = vm_size_bytes() + cfg["memory_bytes"]
+    mem = vm_size_bytes(cfg["vm_size_hint"]) + cfg["memory_bytes"]
     cpu = cfg["cpu_s"]
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
@@ -96,19 +84,59 @@ def classify(exc: BaseException) -> str:
     return "exception"
 
 
-def run_child(cfg: dict, report_fd: int) -> None:
+def confine(cfg: dict, namespaced: bool) -> list[str]:
+    """Give up every privilege before the program runs; returns the layers that took, for the
+    verdict. Raises jail.JailError when one that the mode promises does not hold."""
+    layers = []
+    run_as = cfg["run_as"]  # (uid, gid) to become when we are root, else None
+    if run_as is not None:
+        if namespaced or jail.can_run_interpreter_as(*run_as):
+            jail.become_unprivileged(*run_as)
+        else:  # plain mode, and nobody cannot even read this interpreter: stay root, capability-less
+            os.chown(cfg["workdir"], 0, 0)
+    stdlib = os.path.dirname(os.__file__)
+    if not os.access(stdlib, os.R_OK | os.X_OK):
+        raise jail.JailError(f"uid {os.geteuid()} cannot read the standard library in {stdlib}")
+    if namespaced:
+        try:
+            jail.enter_inner_userns()
+            layers.append("locked-mounts")
+            try:
+                jail.forbid_nested_userns()
+                layers.append("no-nested-userns")
+            except jail.JailError as exc:
+                layers.append(f"nested user namespaces allowed ({exc})")
+        except jail.JailError as exc:
+            layers.append(f"mounts not locked ({exc})")
+    if sys.platform.startswith("linux"):
+        layers += [jail.drop_capabilities(), "no-new-privs"]
+    layers.append(f"uid-{os.geteuid()}")
+    if namespaced and os.geteuid() == 0:
+        raise jail.JailError("the program would run as uid 0")
+    return layers
+
+
+def report(fd: int, line: dict) -> None:
+    os.write(fd, (json.dumps(line) + "\n").encode())
+
+
+def run_child(cfg: dict, report_fd: int, namespaced: bool) -> None:
     os.chdir(cfg["workdir"])
-    if cfg["real_uid"] is not None:
-        os.setresuid(cfg["real_uid"], 0, 0)  # counted as nobody for RLIMIT_NPROC, see enter_namespaces
+    me = os.getpid()
+    try:
+        layers = confine(cfg, namespaced)
+    except (jail.JailError, OSError) as exc:
+        report(report_fd, {"pid": me, "nonce": cfg["nonce"], "setup_error": f"dropping privileges: {exc}"})
+        os._exit(1)
+    report(report_fd, {"pid": me, "nonce": cfg["nonce"], "layers": layers})
     set_limits(cfg)
     path = os.path.join(cfg["workdir"], "program.py")
     with open(path) as f:
         source = f.read()
-    me = os.getpid()
     record = {"pid": me, "nonce": cfg["nonce"], "outcome": "done", "detail": ""}
     try:
         code = compile(source, "program.py", "exec")
-        exec(code, {"__name__": "__main__", "__file__": path, "__builtins__": __builtins__})
+        exec(code, {"__name__": cfg["module_name"], "__file__": path, "__builtins__": __builtins__})
     except BaseException as exc:  # noqa: BLE001 - every way out of the program is a verdict
         record["outcome"] = classify(exc)
         line = failing_line(exc, source.splitlines())
@@ -123,88 +151,66 @@ def run_child(cfg: dict, report_fd: int) -> None:
         sys.stderr.flush()
     except Exception:  # noqa: BLE001 - output over its size limit, or streams the program replaced
         pass
-    os.write(report_fd, (json.dumps(record) + "\n").encode())
+    report(report_fd, record)
     os._exit(0 if record["outcome"] == "done" else 1)
 
 
-def enter_namespaces() -> str | None:
-    """unshare(2) into new namespaces; None on success, else why not.
-
-    The uid map of a new user namespace must be written from the parent namespace when it maps
-    more than our own uid, so a helper forked beforehand writes it. As root we map 0 and nobody:
-    the program later takes nobody as its *real* uid, because the kernel never applies
-    RLIMIT_NPROC to a real uid 0 (a fork bomb would otherwise go unchecked)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    uid, gid = os.getuid(), os.getgid()
-    go_r, go_w = os.pipe()
-    helper = os.fork()
-    if helper == 0:
-        os.close(go_w)
-        os.read(go_r, 1)
-        target = os.getppid()
-        try:
-            if uid == 0:
-                uid_map = gid_map = f"0 0 1\n{NOBODY} {NOBODY} 1\n"
-            else:
-                with open(f"/proc/{target}/setgroups", "w") as f:
-                    f.write("deny")  # required before an unprivileged gid_map write
-                uid_map, gid_map = f"0 {uid} 1\n", f"0 {gid} 1\n"
-            with open(f"/proc/{target}/uid_map", "w") as f:
-                f.write(uid_map)
-            with open(f"/proc/{target}/gid_map", "w") as f:
-                f.write(gid_map)
-        except OSError:
-            os._exit(1)
-        os._exit(0)
-    os.close(go_r)
-    failed = libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID) != 0
-    err = ctypes.get_errno()
-    os.write(go_w, b"x")
-    os.close(go_w)
-    _, status = os.waitpid(helper, 0)
-    if failed:
-        return f"no namespaces (unshare: {errno.errorcode.get(err, err)})"
-    if status != 0:
-        sys.stderr.write("sandbox: could not write the uid/gid map of the new user namespace\n")
-        os._exit(2)
-    return None
-
-
-def supervise(cfg: dict, isolation: list[str]) -> None:
-    result_fd = cfg["result_fd"]
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(read_end)
-        os.close(result_fd)
-        run_child(cfg, write_end)
-    os.close(write_end)
-    # pid 1 of a namespace ignores signals it has no handler for; the child is an ordinary process.
-    _, status = os.waitpid(child, 0)
-    os.set_blocking(read_end, False)
+def read_reports(fd: int, child: int, nonce: str) -> tuple[dict | None, dict | None]:
+    """(the child's layers line, its final record); only lines from the child we forked carrying
+    the nonce count. The layers line comes first, written before the program could run."""
+    os.set_blocking(fd, False)
     data = b""
     try:
-        while chunk := os.read(read_end, 65536):
+        while chunk := os.read(fd, 65536):
             data += chunk
             if len(data) > 1 << 20:
                 break
     except BlockingIOError:
         pass
-    record = None
+    header = record = None
     for line in data.decode(errors="replace").splitlines():
         try:
             candidate = json.loads(line)
         except ValueError:
             continue
-        # only the child we forked, carrying the nonce, may report (not the program, not its forks)
-        if isinstance(candidate, dict) and candidate.get("nonce") == cfg["nonce"] and candidate.get("pid") == child:
+        if not (isinstance(candidate, dict) and candidate.get("nonce") == nonce and candidate.get("pid") == child):
+            continue
+        if header is None:
+            header = candidate
+        elif "outcome" in candidate:
             record = candidate
-    verdict = {
-        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        "record": record,
-        "isolation": isolation,
-    }
+    return header, record
+
+
+def supervise(cfg: dict, isolation: list[str], namespaced: bool) -> None:
+    result_fd = cfg["result_fd"]
+    verdict = {"exit": None, "signal": None, "record": None, "isolation": isolation, "setup_error": None}
+    if namespaced:
+        try:
+            jail.set_dumpable(False)
+            isolation += ["pid-namespace", "no-network", "ipc-namespace", "private-root"]
+            isolation += jail.build_private_root(cfg["private_root"], cfg["workdir"])
+        except (jail.JailError, OSError) as exc:
+            verdict["setup_error"] = f"building the private root: {exc}"
+            os.write(result_fd, json.dumps(verdict).encode())
+            os._exit(0)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        os.close(result_fd)
+        run_child(cfg, write_end, namespaced)
+    os.close(write_end)
+    # pid 1 of a namespace ignores signals it has no handler for; the child is an ordinary process.
+    _, status = os.waitpid(child, 0)
+    header, record = read_reports(read_end, child, cfg["nonce"])
+    if header is None or "layers" not in header:
+        verdict["setup_error"] = (header or {}).get("setup_error", "the program child sent no report")
+    else:
+        isolation += header["layers"]
+        verdict["record"] = record
+    verdict["exit"] = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    verdict["signal"] = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     os.write(result_fd, json.dumps(verdict).encode())
     os._exit(0)
 
@@ -213,19 +219,20 @@ def main() -> None:
     cfg = json.loads(sys.stdin.read())
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # the program sees end-of-file on stdin
+    cfg["vm_size_hint"] = vm_size_bytes()
     isolation = list(cfg["isolation"])
-    cfg["real_uid"] = None
+    namespaced = False
     if cfg["namespaces"]:
-        was_root = os.getuid() == 0
-        why_not = enter_namespaces()
-        if why_not is None:
-            isolation += ["no-network", "pid-namespace", make_fs_readonly(cfg["workdir"])]
-            cfg["real_uid"] = NOBODY if was_root else None
-        else:
-            isolation.append(why_not)
+        try:
+            jail.enter_outer_namespaces()
+            namespaced = True
+        except jail.JailError as exc:
+            isolation.append(f"no namespaces ({exc})")
+    else:
+        isolation.append("no namespaces (PDBENCH_SANDBOX=plain)")
     supervisor = os.fork()  # with CLONE_NEWPID this child is pid 1 of the new namespace
     if supervisor == 0:
-        supervise(cfg, isolation)
+        supervise(cfg, isolation, namespaced)
     _, status = os.waitpid(supervisor, 0)
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 3)
 

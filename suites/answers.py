@@ -3,6 +3,7 @@
     last_boxed(text) -> str | None             content of the last \\boxed{...} / \\fbox{...}
     extract_number(completion) -> (value, extractor)
         value: Fraction or None; extractor: "boxed" | "hash" | "last_number" | None
+        `#### n` counts only when the number opens the line: "#### Step 2" is a Markdown heading
     parse_number(text) -> Fraction | None      one number out of a short answer string
     format_number(value) -> str                canonical text of a Fraction ("18", "-2.5", "1/3")
 
@@ -19,6 +20,11 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # A number as people write it: optional sign, optional $, thousands groups or plain digits, decimals.
 _NUMBER_RE = re.compile(r"(?<![\w.])-?\s?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])|(?<![\w.])-?\.\d+")
 _HASH_RE = re.compile(r"####\s*([^\n]*)")
+# GSM8K's answer line is `#### <number>`; chat models also write Markdown headings with ####: "#### Step 2",
+# "#### 2. Costs". The tail counts only if it starts with the number (bold or a $ allowed) and the number is
+# not an enumerator: "2." / "2)" / "2:" followed by more words.
+_HASH_ANSWER_RE = re.compile(r"[*_]*\s*(?:\\?\$\s*)?-?\s?\.?\d")
+_ENUMERATOR_RE = re.compile(r"[*_]*\s*\d+\s*[.):]\s*[^\W\d]")
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.,]+)\s*\}\s*\{\s*(-?[\d.,]+)\s*\}")
 
 
@@ -73,14 +79,15 @@ def parse_number(text: str) -> Fraction | None:
 
 
 def extract_number(completion: str) -> tuple[Fraction | None, str | None]:
-    """The model's numeric answer, trying \\boxed{} first, then `#### n`, then the last number."""
+    """The model's numeric answer, trying \\boxed{} first, then `#### n` (a line whose text starts
+    with the number; not a heading such as `#### Step 2`), then the last number."""
     boxed = last_boxed(completion)
     if boxed is not None and (value := parse_number(boxed)) is not None:
         return value, "boxed"
     hashes = _HASH_RE.findall(completion)
     for tail in reversed(hashes):  # the last one: a model may recite examples before answering
-        if (value := parse_number(tail)) is not None:
-            return value, "hash"
+        if _HASH_ANSWER_RE.match(tail) and not _ENUMERATOR_RE.match(tail) and (numbers := _numbers(tail)):
+            return numbers[0], "hash"  # "#### 18 (3 + 15)" is 18
     value = parse_number(completion)
     return (value, "last_number") if value is not None else (None, None)
 

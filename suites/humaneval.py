@@ -1,9 +1,10 @@
 """HumanEval (164 problems): the completion's program runs against the problem's `check` function.
 
-Extraction: the last fenced block that defines the entry point (else the first block); with no
-fence, the raw completion is a continuation of the prompt (how base models are evaluated). Either
-way the prompt goes first, so its imports and helper functions are there; a full function in the
-completion simply redefines the stub (a `def` with only a docstring is valid Python).
+Extraction (suites/codegrade.py): the fenced blocks that make up the program, joined in order; with no
+fence, the raw completion as a continuation of the prompt (how base models are evaluated), cut where
+it starts "using" the function; if prompt + continuation does not parse, the code found between the
+prose. Either way the prompt goes first, so its imports and helper functions are there; a full
+function in the completion simply redefines the stub (a `def` with only a docstring is valid Python).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Iterator
 
 from suites import register
 from suites.base import Sample
-from suites.codegrade import CodeSuite, defines, fenced_blocks, pick_block
+from suites.codegrade import CodeSuite, defines, extract_code, parses
 from suites.data import DataSpec, load_records, subset
 from suites.prompts import HUMANEVAL_TEMPLATE, SYSTEM_PROMPT, chat_messages, render_ids
 
@@ -45,13 +46,10 @@ class HumanEval(CodeSuite):
 
     def program(self, sample: Sample, completion: str) -> tuple[str, str, str]:
         prompt, entry = sample.meta["prompt"], sample.reference["entry_point"]
-        block = pick_block(fenced_blocks(completion), entry)
-        if block is not None:
-            code, how = block, "fenced"
-        else:
-            code, how = completion, "raw"
-            for stop in RAW_STOPS:
-                code = code.split(stop, 1)[0]
+        raw = completion
+        for stop in RAW_STOPS:
+            raw = raw.split(stop, 1)[0]
+        code, how = extract_code(completion, entry, raw, parses(prompt + raw))
         solution = prompt + ("\n" + code if defines(code, entry) else code)
         source = f"{solution}\n\n{sample.reference['test']}\n\ncheck({entry})\n"
         return solution, source, how

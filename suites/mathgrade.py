@@ -5,6 +5,11 @@ math-verify's own timeouts use signal.alarm, which only works in the main thread
 `timeout_seconds=None` inside worker processes and enforce the limit from outside: a call that
 does not answer within `timeout_s` gets its worker killed and replaced.
 
+The workers are plain subprocesses running suites/_mathworker.py (JSON lines over stdin/stdout),
+not multiprocessing ones: those re-import the caller's `__main__`, so a caller that is a script
+without an `if __name__ == "__main__":` guard would start them again and die. That file also holds
+the normalisation done before verifying (degree signs, spaces grouping digits).
+
     verifier = MathVerifier(workers=2, timeout_s=5.0)
     verifier.check(gold_answer, completion) -> Check(equal, predicted, status, detail)
     verifier.check_many([(gold_answer, completion), ...]) -> list[Check]    (one thread per worker)
@@ -12,13 +17,21 @@ does not answer within `timeout_s` gets its worker killed and replaced.
 
 from __future__ import annotations
 
-import multiprocessing
+import json
+import os
 import re
+import select
+import subprocess
+import sys
 import threading
+import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from suites.sandbox import available_cores
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_mathworker.py")
 
 
 @dataclass
@@ -36,87 +49,69 @@ def normalize_boxed(text: str) -> str:
     return text.rstrip(".")
 
 
-def verify_pair(gold_answer: str, completion: str) -> tuple[bool, str | None, str, str]:
-    """Runs in a worker. The gold is re-boxed: bare LaTeX such as \\dfrac{9}{7} parses to nothing
-    otherwise (Math-Verify #70). Gold goes first: verify() is asymmetric by design."""
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-
-    gold = []
-    for candidate in ("\\boxed{" + gold_answer + "}", "$" + gold_answer + "$", gold_answer):
-        gold = parse(candidate, parsing_timeout=None)
-        if gold:
-            break
-    if not gold:
-        return False, None, "error", f"gold answer {gold_answer!r} did not parse"
-    config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    predicted = parse(completion, extraction_config=config, parsing_timeout=None)
-    if not predicted:
-        return False, None, "no_answer", "math-verify extracted nothing"
-    text = str(predicted[-1]) if len(predicted) > 1 else str(predicted[0])
-    return bool(verify(gold, predicted, timeout_seconds=None)), text, "ok", ""
-
-
-def _worker(conn) -> None:
-    import logging
-
-    logging.getLogger("math_verify").setLevel(logging.CRITICAL)  # it logs every parse failure
-    while True:
-        try:
-            job = conn.recv()
-        except EOFError:
-            return
-        try:
-            conn.send(verify_pair(*job))
-        except Exception as exc:  # noqa: BLE001 - report, keep serving
-            conn.send((False, None, "error", f"{type(exc).__name__}: {exc}"[:300]))
-
-
 class _Handle:
-    """One worker process and its pipe; restarted after a timeout or a crash."""
+    """One worker process and its pipes; restarted after a timeout or a crash."""
 
-    def __init__(self, ctx):
-        self.ctx = ctx
-        self.proc = None
-        self.conn = None
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+        self._pending = b""  # bytes read past the last reply
 
     def _start(self):
-        parent, child = self.ctx.Pipe()
-        self.proc = self.ctx.Process(target=_worker, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
-        self.conn = parent
+        self.proc = subprocess.Popen([sys.executable, WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._pending = b""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self):
         if self.proc is not None:
             self.proc.kill()
-            self.proc.join()
-            self.conn.close()
-        self.proc = self.conn = None
+            self.proc.wait()
+            self.proc.stdin.close()
+            self.proc.stdout.close()
+        self.proc = None
 
-    def call(self, job, timeout_s: float) -> Check:
-        if self.proc is None or not self.proc.is_alive():
+    def _read_reply(self, timeout_s: float) -> bytes | None:
+        """One reply line, or None when none came within `timeout_s`; EOFError if the worker died."""
+        deadline = time.monotonic() + timeout_s
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise EOFError
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line
+
+    def call(self, job: tuple[str, str], timeout_s: float) -> Check:
+        if not self.alive():
             self._start()
-        self.conn.send(job)
-        # The first call also pays the worker's import of sympy and math-verify.
-        if not self.conn.poll(timeout_s):
-            self.stop()
-            return Check(False, None, "timeout", f"math-verify took over {timeout_s:g} s")
         try:
-            equal, predicted, status, detail = self.conn.recv()
-        except EOFError:
+            self.proc.stdin.write((json.dumps(job) + "\n").encode())
+            self.proc.stdin.flush()
+            # The first call also pays the worker's import of sympy and math-verify.
+            line = self._read_reply(timeout_s)
+        except (BrokenPipeError, EOFError):
             self.stop()
             return Check(False, None, "error", "math-verify worker died")
+        if line is None:
+            self.stop()
+            return Check(False, None, "timeout", f"math-verify took over {timeout_s:g} s")
+        equal, predicted, status, detail = json.loads(line)
         return Check(equal, predicted, status, detail)
 
 
 class MathVerifier:
     def __init__(self, workers: int | None = None, timeout_s: float = 10.0, start_timeout_s: float = 120.0):
-        # spawn, not fork: the caller may hold threads (a runner, torch) that fork would copy mid-lock
-        ctx = multiprocessing.get_context("spawn")
         self.timeout_s = timeout_s
         self.start_timeout_s = start_timeout_s
         self.workers = workers or available_cores()
-        self._free = [_Handle(ctx) for _ in range(self.workers)]
+        self._free = [_Handle() for _ in range(self.workers)]
+        # workers left running by a caller that never calls close() are stopped at exit
+        self._closer = weakref.finalize(self, _stop_all, list(self._free))
         self._lock = threading.Lock()
         self._ready = threading.Semaphore(len(self._free))
 
@@ -125,8 +120,7 @@ class MathVerifier:
         with self._lock:
             handle = self._free.pop()
         try:
-            fresh = handle.proc is None or not handle.proc.is_alive()
-            if fresh:  # warm the worker up outside the per-answer limit
+            if not handle.alive():  # warm the worker up outside the per-answer limit
                 handle.call(("1", "\\boxed{1}"), self.start_timeout_s)
             return handle.call((gold_answer, completion), self.timeout_s)
         finally:
@@ -139,5 +133,9 @@ class MathVerifier:
             return list(pool.map(lambda pair: self.check(*pair), pairs))
 
     def close(self) -> None:
-        for handle in self._free:
-            handle.stop()
+        self._closer()
+
+
+def _stop_all(handles: list[_Handle]) -> None:
+    for handle in handles:
+        handle.stop()

@@ -2,8 +2,9 @@
 
 The prompt gives the task text and its three asserts; the program is the extracted code, then the
 record's `test_setup_code`, then those asserts (`challenge_test_list` is not run).
-Extraction: the last fenced block that defines the function the tests call (else the first block),
-else the raw completion with any [BEGIN]/[DONE] markers removed.
+Extraction (suites/codegrade.py): the fenced blocks that make up the program, joined in order; else
+the raw completion with any [BEGIN]/[DONE] markers removed when it parses; else the code found
+between the prose.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Iterator
 
 from suites import register
 from suites.base import Sample
-from suites.codegrade import CodeSuite, fenced_blocks, pick_block
+from suites.codegrade import CodeSuite, extract_code, parses
 from suites.data import DataSpec, load_records, subset
 from suites.prompts import MBPP_TEMPLATE, SYSTEM_PROMPT, chat_messages, plain_from_messages, render_ids
 
@@ -50,11 +51,8 @@ class MBPP(CodeSuite):
         return render_ids(sample.messages, tokenizer, plain_from_messages(sample.messages))
 
     def program(self, sample: Sample, completion: str) -> tuple[str, str, str]:
-        block = pick_block(fenced_blocks(completion), sample.meta["function"])
-        if block is not None:
-            code, how = block, "fenced"
-        else:
-            code, how = completion.replace("[BEGIN]", "").split("[DONE]", 1)[0], "raw"
+        raw = completion.replace("[BEGIN]", "").split("[DONE]", 1)[0]
+        code, how = extract_code(completion, sample.meta["function"], raw, parses(raw))
         # setup after the solution: the one task that has setup code (367) builds its test trees
         # with the Node class the solution defines
         source = f"{code}\n\n{sample.reference['setup']}\n" + "\n".join(sample.reference["tests"]) + "\n"

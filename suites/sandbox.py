@@ -1,6 +1,6 @@
 """Run untrusted Python (model-written code plus its tests) in a throw-away sandboxed subprocess.
 
-    run_program(source, timeout_s=10.0, memory_mb=1024) -> ExecResult
+    run_program(source, timeout_s=10.0, memory_mb=1024, module_name="__main__") -> ExecResult
     run_many(sources, timeout_s=10.0, workers=None) -> list[ExecResult]   (pool sized to the cores)
 
 Statuses: `pass` (the program, tests included, ran to its end and exited 0), `fail` (an assert or
@@ -8,29 +8,49 @@ other exception, or it exited early: `sys.exit(0)` / `os._exit(0)` before the en
 pass), `timeout` (wall clock or RLIMIT_CPU), `error` (a resource limit other than time: memory,
 output/file size, process count; killed by a signal; or the sandbox itself could not run).
 
-Layers, each applied where the OS allows; `ExecResult.isolation` lists what a run actually got:
-  * own process group (killed with SIGKILL on timeout and after every run), closed stdin (reads
-    see end-of-file), a fresh temporary working directory (also HOME and TMPDIR), a minimal env;
-  * rlimits set inside the child: RLIMIT_AS = current VmSize + memory_mb (relative, so it does not
-    fail at start-up inside containers), RLIMIT_CPU, RLIMIT_NPROC, RLIMIT_FSIZE (which also caps
-    stdout/stderr: they go to files, and only the first `output_cap` bytes are read back);
-  * new user, mount, network and pid namespaces (unshare(2) in suites/_sandbox_boot.py) when the
-    kernel permits them: no network (only a down loopback); the test process is invisible and
-    cannot be signalled; everything the program forked dies with the pid namespace's init; every
-    mount except the working directory is remounted read-only, so writes outside it fail even in
-    world-writable places like /tmp. As root, the program's real uid becomes nobody inside the
-    namespace, because the kernel exempts real uid 0 from RLIMIT_NPROC;
-  * as root, if user nobody may execute this interpreter, the whole run is done as uid/gid nobody.
-Without namespaces (`PDBENCH_SANDBOX=plain`, or a container that refuses them; the isolation list
-then says why) there is no network isolation, escaped grandchildren can outlive the run, and the
-file system is protected only by the uid drop (as root) or not at all: run untrusted code in a
-container or VM then. In any mode this contains accidents of model-generated code; it is not a
-security boundary against code written to escape.
+Always: own process group (killed with SIGKILL on timeout and after every run), closed stdin
+(reads see end-of-file), a fresh temporary working directory (also HOME and TMPDIR), a minimal env,
+rlimits set inside the child (RLIMIT_AS = current VmSize + memory_mb, relative so it does not fail
+at start-up inside containers; RLIMIT_CPU; RLIMIT_NPROC; RLIMIT_FSIZE, which also caps stdout/stderr:
+they go to files and only the first `output_cap` bytes are read back). `ExecResult.isolation` lists
+every layer a run got, and says why when one is missing.
+
+With namespaces (the default on Linux; suites/_sandbox_boot.py and suites/_sandbox_jail.py), as
+root or not, the program
+  * runs with a non-zero uid: nobody (65534) when we are root, else our own uid. It holds no
+    capability in any namespace (bounding, ambient, inheritable, permitted and effective sets all
+    empty, no_new_privs), so it cannot mount, unmount, remount, pivot_root, chroot, setuid(0) or
+    gain anything from setuid binaries; it sits in a user namespace that maps only that uid, from
+    which every mount it sees is locked, and it may not create user namespaces of its own;
+  * sees a private root: read-only binds of /usr (/bin, /lib... as on the host) and of the
+    interpreter's prefixes (reachable even when they live under /root), an /etc holding only name
+    service, loader and time-zone files, /dev/{null,zero,full,random,urandom}, a /proc of its own
+    pid namespace, and its working directory, the only writable place. Absent: home directories
+    (beyond the path down to the interpreter), /etc/shadow and the rest of /etc, /sys, /run, /var,
+    /tmp's contents, the project and its results. Writes anywhere else fail and leave nothing;
+  * is in new pid, network and IPC namespaces: no network (only a down loopback), the test process
+    is invisible and cannot be signalled, everything the program forked dies with the run, and so
+    do the SysV shared memory, queues and semaphores it made (the host's are out of its reach).
+If the private root, the capability drop or the uid change cannot be set up, the program does not
+run (status `error`); locked mounts and the ban on nested user namespaces, where the kernel refuses
+them, are listed as missing and the run goes on (the program still holds no capability).
+Not promised: protection from kernel bugs (no seccomp filter), a limit on the host's total memory,
+CPU or disk beyond the per-process rlimits (no cgroups, and the work dir is on the host's disk),
+secrecy of what the bound directories hold (system files, site-packages), or an honest verdict
+from code written to cheat: the program shares the process that reports the nonce, which guards
+against accidental early exits only.
+
+Without namespaces (`PDBENCH_SANDBOX=plain`, or a kernel or container that refuses them; the
+isolation list says which) the program sees the host's file system and network, and escaped
+grandchildren can outlive the run. Capabilities are still dropped (an ordinary user keeps its
+bounding set, which no_new_privs leaves inert). As root it runs as nobody when nobody can read this
+interpreter, else as uid 0 (then root's own files are open to it, and the kernel applies no
+RLIMIT_NPROC to uid 0); as another user it has that user's access. Run untrusted code in a
+container or VM then.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import secrets
@@ -71,22 +91,8 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _user_kwargs(drop: bool) -> dict:
-    return {"user": SANDBOX_UID, "group": SANDBOX_UID, "extra_groups": []} if drop else {}
-
-
-@functools.lru_cache(maxsize=1)
-def drop_to_nobody() -> bool:
-    """As root, run programs as nobody, if nobody can start this interpreter at all (one installed
-    under a private home such as /root/.pyenv cannot be; then the bootstrap's uid trick applies)."""
-    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
-        return False
-    try:
-        probe = subprocess.run([sys.executable, "-I", "-c", f"open({BOOT!r}).close()"], stdin=subprocess.DEVNULL,
-                               capture_output=True, timeout=30, cwd="/", **_user_kwargs(True))
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return probe.returncode == 0
+def _as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def _read_head(path: str, cap: int) -> str:
@@ -107,6 +113,8 @@ def _verdict(raw: dict | None, timed_out: bool, stderr: str) -> tuple[str, str]:
         return "timeout", "wall-clock limit exceeded"
     if raw is None:
         return "error", "sandbox produced no verdict: " + (stderr.strip().splitlines() or ["(no stderr)"])[-1][:300]
+    if raw.get("setup_error"):  # the program never ran
+        return "error", f"sandbox setup failed, {raw['setup_error']} (PDBENCH_SANDBOX=plain runs without namespaces)"
     sig, record = raw.get("signal"), raw.get("record")
     if sig is not None:
         if sig in (signal.SIGXCPU, signal.SIGKILL):  # SIGKILL: the hard RLIMIT_CPU after SIGXCPU
@@ -137,19 +145,22 @@ def run_program(
     max_processes: int = 32,
     max_file_mb: int = 16,
     output_cap: int = 65536,
+    module_name: str = "__main__",
 ) -> ExecResult:
-    """Run `source` as a Python program in a fresh sandbox and classify how it ended."""
-    drop = drop_to_nobody()
+    """Run `source` as a Python program in a fresh sandbox and classify how it ended; it runs with
+    `__name__` = `module_name` (the code suites pass another name, so a solution's own
+    `if __name__ == "__main__":` demo does not run)."""
     workdir = tempfile.mkdtemp(prefix="pdbench-sbx-")
     private = tempfile.mkdtemp(prefix="pdbench-sbx-io-")  # outputs live outside the program's reach
     isolation = ["process-group", "rlimits", "tempdir"]
     try:
         with open(os.path.join(workdir, "program.py"), "w") as f:
             f.write(source)
-        if drop:
+        os.chmod(os.path.join(workdir, "program.py"), 0o644)
+        if _as_root():  # the program runs as nobody and writes here
             os.chown(workdir, SANDBOX_UID, SANDBOX_UID)
-            os.chmod(os.path.join(workdir, "program.py"), 0o644)
-            isolation.append("uid-nobody")
+        private_root = os.path.join(private, "root")  # the boot mounts the program's root file system here
+        os.mkdir(private_root)
         out_path, err_path, res_path = (os.path.join(private, n) for n in ("stdout", "stderr", "result"))
         config = {
             "workdir": os.path.realpath(workdir),
@@ -158,18 +169,21 @@ def run_program(
             "cpu_s": int(timeout_s) + 1,
             "fsize_bytes": max_file_mb << 20,
             "nproc": max_processes,
+            "module_name": module_name,
             "namespaces": os.environ.get("PDBENCH_SANDBOX", "") != "plain",
             "isolation": isolation,
+            "run_as": [SANDBOX_UID, SANDBOX_UID] if _as_root() else None,
+            "private_root": private_root,
         }
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
-        cmd, kwargs = [sys.executable, "-I", BOOT], _user_kwargs(drop)
+        cmd = [sys.executable, "-I", BOOT]
         with open(out_path, "wb") as out, open(err_path, "wb") as err, open(res_path, "wb") as res:
             config["result_fd"] = res.fileno()
             start = time.perf_counter()
             try:
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, pass_fds=(res.fileno(),),
-                                        cwd=workdir, env=env, start_new_session=True, **kwargs)
+                                        cwd=workdir, env=env, start_new_session=True)
             except OSError as exc:
                 return ExecResult("error", f"could not start the sandbox: {exc}", isolation=isolation)
             timed_out = False

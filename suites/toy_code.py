@@ -1,15 +1,15 @@
 """`toy-code`: seeded one-line function-writing tasks (suites/synthetic.py), graded by running the
 generated asserts on the model's code in the sandbox (opt-in: allow_code_exec=True).
 
-Extraction: the last fenced block that defines the requested function (else the first block), else
-the raw completion.
+Extraction (suites/codegrade.py): the fenced blocks that make up the program, joined in order; else
+the raw completion when it parses; else the code found between the prose.
 """
 
 from __future__ import annotations
 
 from suites import register
 from suites.base import Sample
-from suites.codegrade import CodeSuite, fenced_blocks, pick_block
+from suites.codegrade import CodeSuite, extract_code, parses
 from suites.synthetic_suite import SyntheticSuite
 
 
@@ -23,6 +23,5 @@ class ToyCode(CodeSuite, SyntheticSuite):
         super().__init__(*args, timeout_s=timeout_s, **kwargs)
 
     def program(self, sample: Sample, completion: str) -> tuple[str, str, str]:
-        block = pick_block(fenced_blocks(completion), sample.meta["entry_point"])
-        code, how = (block, "fenced") if block is not None else (completion, "raw")
+        code, how = extract_code(completion, sample.meta["entry_point"], completion, parses(completion))
         return code, f"{code.rstrip()}\n\n" + "\n".join(sample.reference) + "\n", how

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
+from suites._mathworker import normalize_for_verify
 from suites.answers import extract_number, format_number, last_boxed, parse_number
 from suites.codegrade import fenced_blocks, pick_block
 from suites.mathgrade import MathVerifier, normalize_boxed
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("text, value, extractor", [
@@ -23,6 +30,15 @@ from suites.mathgrade import MathVerifier, normalize_boxed
     ("the answer is 3/4", Fraction(3, 4), "last_number"),
     ("\\boxed{no idea} but 42", Fraction(42), "last_number"),  # a boxed non-number falls through
     ("no digits at all", None, None),
+    # Markdown headings are not the answer marker: only `#### <number>` is
+    ("#### Step 1\nShe buys 3.\n\n#### Step 2\nSo she has 18 left.", Fraction(18), "last_number"),
+    ("#### Step 2: add 3 and 4\n**Answer:** 9", Fraction(9), "last_number"),
+    ("#### 1. Costs\n3 + 4 = 7\n#### 2. Total\nThe answer is 12.", Fraction(12), "last_number"),
+    ("#### Step 1\n3 + 4 = 7\n#### 12", Fraction(12), "hash"),
+    ("#### 18 (3 + 15)", Fraction(18), "hash"),  # the number the line opens with
+    ("#### **18**", Fraction(18), "hash"),
+    ("#### 3.5", Fraction(7, 2), "hash"),
+    ("####\n72", Fraction(72), "hash"),
 ])
 def test_extract_number(text, value, extractor):
     assert extract_number(text) == (value, extractor)
@@ -72,6 +88,62 @@ def test_math_verify_timeout_kills_and_replaces_the_worker(verifier):
         verifier.timeout_s = 30.0
     assert (slow.equal, slow.status) == (False, "timeout")
     assert verifier.check("x^2 + 2x + 1", "\\boxed{(x+1)^2}").equal  # a fresh worker answers
+
+
+@pytest.mark.parametrize("text, normalised", [
+    ("\\boxed{90°}", "\\boxed{90^{\\circ}}"),
+    ("\\boxed{90^°}", "\\boxed{90^{\\circ}}"), ("\\boxed{90^{°}}", "\\boxed{90^{\\circ}}"),
+    ("90\\degree and 45\\textdegree", "90^{\\circ} and 45^{\\circ}"),
+    ("\\boxed{58\\,500}", "\\boxed{58500}"),
+    ("1\\,000\\,000 and 1\\;000 and 1\\:000 and 1\\ 000 and 1~000", "1000000 and 1000 and 1000 and 1000 and 1000"),
+    ("2\\thinspace 024", "2024"),
+    ("58\u00a0500 58\u2009500 58\u202f500", "58500 58500 58500"),
+    ("3.141\\,592", "3.141592"),
+    # not digit groups: left alone
+    ("x\\,dx", "x\\,dx"), ("3\\,\\text{cm}", "3\\,\\text{cm}"), ("12\\,34", "12\\,34"), ("1\\,2345", "1\\,2345"),
+    ("1{,}5", "1{,}5"), ("(3, 500)", "(3, 500)"),
+])
+def test_normalize_for_verify(text, normalised):
+    assert normalize_for_verify(text) == normalised
+
+
+# (gold, completion): written the way chat models do; math-verify alone gets each of these wrong
+READ_AS_PEOPLE_DO = [
+    ("90^\\circ", "So the angle is $\\boxed{90°}$."),
+    ("90", "So the angle is $\\boxed{90°}$."),
+    ("30^\\circ", "\\boxed{30\\degree}"),
+    ("58500", "The total is $\\boxed{58\\,500}$."),
+    ("58,\\!500", "The total is $\\boxed{58\\;500}$."),
+    ("1000000", "\\boxed{1\\,000\\,000}"),
+    ("58500", "\\boxed{58\u202f500}"),
+    ("58500", "\\boxed{58\u00a0500}"),
+    ("58500", "\\boxed{58\u2009500}"),
+    ("58500", "\\boxed{58\\ 500}"),
+]
+
+
+def test_math_verify_reads_degrees_and_spaced_digit_groups(verifier):
+    checks = verifier.check_many(READ_AS_PEOPLE_DO)
+    assert [c.equal for c in checks] == [True] * len(READ_AS_PEOPLE_DO), checks
+    # and the same formats still tell a wrong answer from a right one
+    wrong = [("90^\\circ", "\\boxed{91°}"), ("58500", "\\boxed{58\\,501}"), ("58500", "\\boxed{58\u202f600}"),
+             ("1000000", "\\boxed{1\\,000\\,001}")]
+    assert not any(c.equal for c in verifier.check_many(wrong))
+
+
+def test_math_grade_from_a_script_without_a_main_guard(tmp_path):
+    """The workers are not multiprocessing ones, so they never re-import the caller's script."""
+    script = tmp_path / "grade.py"
+    script.write_text("import suites\nfrom suites.base import Sample\n\n"
+                      "suite = suites.get('math500')\n"
+                      "sample = Sample(id='x', messages=[], reference='\\\\frac{1}{2}')\n"
+                      "grade = suite.grade(sample, 'So it is $\\\\boxed{0.5}$.')\n"
+                      "print('graded', grade.correct, grade.status)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["graded True ok"]
 
 
 def test_math_verify_from_threads(verifier):

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from suites.sandbox import run_many, run_program
+from suites.sandbox import SANDBOX_UID, run_many, run_program
+from tests.sandbox_attacks import (CANNOT_RUN_AS_USER, make_targets, remove_shared_memory, run_attacks, shared_memory,
+                                   sleepers)
 
 TIMEOUT = 4.0
+REPO = Path(__file__).resolve().parents[1]
+ORDINARY_UID = 43210  # any uid without processes or files of its own: nothing to find or signal
 
 
 def isolation() -> list[str]:
@@ -26,6 +34,12 @@ def test_pass_and_fail_with_the_failing_assert():
     assert bad.status == "fail" and "off by one" in bad.detail and "assert f(1) == 2" in bad.detail
     syntax = run_program("def f(:\n    pass\n")
     assert syntax.status == "fail" and "SyntaxError" in syntax.detail
+
+
+def test_module_name():
+    demo = "ran = []\nif __name__ == '__main__':\n    ran.append(input())\nassert not ran\nprint(__name__)"
+    assert run_program(demo, module_name="solution").stdout == "solution\n"
+    assert run_program(demo).status == "fail"  # as __main__ the demo reads the closed stdin: EOFError
 
 
 def test_stdin_is_closed():
@@ -90,7 +104,7 @@ def test_os_exit_zero_before_the_tests_is_a_fail():
 
 def _needs_fs_protection():
     layers = isolation()
-    if not any(layer.startswith("readonly-fs") for layer in layers) and "uid-nobody" not in layers:
+    if "private-root" not in layers and f"uid-{SANDBOX_UID}" not in layers:
         pytest.skip(f"no file-system protection here (sandbox layers: {layers}); see suites/sandbox.py")
 
 
@@ -98,9 +112,12 @@ def test_writing_outside_the_temp_dir_leaves_nothing(tmp_path: Path):
     _needs_fs_protection()
     targets = [tmp_path / "escaped.txt", Path("/tmp") / f"pdbench-escape-{uuid.uuid4().hex}",
                Path(__file__).resolve().parent / f"escape-{uuid.uuid4().hex}.txt"]
-    source = "".join(f"open({str(t)!r}, 'w').write('pwned')\n" for t in targets)
+    source = (f"refused = []\nfor path in {[str(t) for t in targets]!r}:\n"
+              "    try:\n        open(path, 'w').write('pwned')\n"
+              "    except OSError as exc:\n        refused.append(exc)\n"
+              "assert len(refused) == 3, refused")
     result = run_program(source)
-    assert result.status == "fail" and "OSError" in result.detail
+    assert result.status == "pass", result.detail  # every open() raised
     assert not any(t.exists() for t in targets)
 
 
@@ -114,7 +131,7 @@ def test_os_system_cannot_touch_the_outside(tmp_path: Path):
 
 def test_killing_the_parent_leaves_the_test_process_and_the_verdict(tmp_path: Path):
     layers = isolation()
-    if "pid-namespace" not in layers and "uid-nobody" not in layers:
+    if "pid-namespace" not in layers and f"uid-{SANDBOX_UID}" not in layers:
         pytest.skip(f"a same-uid program without a pid namespace can signal us (layers: {layers})")
     me = os.getpid()
     source = ("import os, signal, time\n"
@@ -162,3 +179,103 @@ def test_run_many_keeps_input_order():
     sources = [f"assert {i} % 2 == 0" for i in range(6)]
     results = run_many(sources, workers=2)
     assert [r.status for r in results] == ["pass", "fail"] * 3
+
+
+# ---------------------------------------------------------------- a program written to escape
+
+NAMESPACED_LAYERS = ["pid-namespace", "no-network", "ipc-namespace", "private-root", "locked-mounts",
+                     "no-nested-userns", "no-capabilities", "no-new-privs"]
+
+
+def _needs_private_root() -> list[str]:
+    layers = isolation()
+    if "private-root" not in layers:
+        pytest.skip(f"no namespaces here, so no private root (sandbox layers: {layers}); see suites/sandbox.py")
+    return layers
+
+
+@pytest.fixture
+def host_files():
+    """A root-only (0600) secret, one owned by the ordinary user, and the directories the program
+    must not see: ours (tmp), the repository (which holds results/)."""
+    with tempfile.TemporaryDirectory(prefix="pdbench-host-") as tmp:
+        os.chmod(tmp, 0o755)  # enterable: only the sandbox's view may hide what is inside
+        root_secret, user_secret = os.path.join(tmp, "root-secret"), os.path.join(tmp, "user-secret")
+        for path, owner in ((root_secret, os.getuid()), (user_secret, ORDINARY_UID)):
+            Path(path).write_text("token")
+            os.chmod(path, 0o600)
+            if os.getuid() == 0:
+                os.chown(path, owner, owner)
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+            targets = make_targets([tmp, str(REPO), str(REPO / "results")], [root_secret, user_secret],
+                                   server.getsockname()[1])
+            host_segment = shared_memory(targets["host_shm_key"], create=True)
+            try:
+                yield targets
+            finally:
+                remove_shared_memory(host_segment)
+        assert not [p for p in targets["write_targets"] if os.path.lexists(p)]  # nothing left behind
+        time.sleep(0.2)
+        assert sleepers(targets["marker"]) == []  # the setsid() grandchild died with the run
+        left = shared_memory(targets["sandbox_shm_key"])
+        if left >= 0:
+            remove_shared_memory(left)
+        assert left == -1  # the program's shared memory died with its IPC namespace
+
+
+def _held(results: dict) -> None:
+    broken = {name: detail for name, (status, detail, _) in results.items() if status != "pass"}
+    assert broken == {}
+
+
+def test_the_program_holds_no_privilege_and_sees_a_private_root():
+    layers = _needs_private_root()
+    assert [layer for layer in layers if layer in NAMESPACED_LAYERS] == NAMESPACED_LAYERS
+    expected_uid = SANDBOX_UID if os.getuid() == 0 else os.getuid()
+    assert f"uid-{expected_uid}" in layers
+    source = ("import os\nstatus = open('/proc/self/status').read()\n"
+              "print(os.geteuid(), [l.split()[1] for l in status.splitlines() if l.startswith('CapEff')][0])\n"
+              "print(sorted(os.listdir('/')))")
+    result = run_program(source)
+    ids, top = result.stdout.splitlines()
+    euid, cap_eff = ids.split()
+    assert (int(euid), int(cap_eff, 16)) == (expected_uid, 0)
+    assert set(eval(top)) <= {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "dev", "proc", "tmp",
+                              *{p.split("/")[1] for p in (sys.base_prefix, sys.prefix)}}
+
+
+def test_attacks_are_refused(host_files):
+    """mount, umount2, remounts, tmpfs, pivot_root, chroot, setuid(0), capset, nested namespaces,
+    ptrace, secrets, /proc/1, writes everywhere outside the work dir, SysV shared memory, killing the
+    supervisor and us, a fork bomb, a setsid() grandchild, the network: see tests/sandbox_attacks.py."""
+    _needs_private_root()
+    _held(run_attacks(host_files))
+
+
+def test_attacks_are_refused_as_an_ordinary_user(host_files):
+    if os.getuid() != 0:
+        pytest.skip("we are an ordinary user already: test_attacks_are_refused is that run")
+    _needs_private_root()
+    cmd = [sys.executable, str(REPO / "tests" / "sandbox_attacks.py"), "--as-uid", str(ORDINARY_UID), str(REPO),
+           json.dumps(host_files)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if proc.returncode == CANNOT_RUN_AS_USER:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["uid"] == ORDINARY_UID
+    _held(report["results"])
+    assert all(f"uid-{ORDINARY_UID}" in layers for _, _, layers in report["results"].values())
+    status, detail, stdout, layers = report["plain"]
+    assert (status, stdout) == ("pass", f"{ORDINARY_UID}\n"), detail
+    assert "no-new-privs" in layers and "no namespaces (PDBENCH_SANDBOX=plain)" in layers
+
+
+def test_plain_mode_says_what_it_lacks(monkeypatch):
+    monkeypatch.setenv("PDBENCH_SANDBOX", "plain")
+    result = run_program("import os\nprint(os.geteuid())")
+    assert result.status == "pass", result.detail
+    assert "no namespaces (PDBENCH_SANDBOX=plain)" in result.isolation and "private-root" not in result.isolation
+    assert f"uid-{result.stdout.strip()}" in result.isolation

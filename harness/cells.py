@@ -96,7 +96,7 @@ def package_version(dist: str) -> str:
 # distributed.py only moves cells to Ray workers and their rows back (the rows are built by runner.py
 # and group.py, which are hashed): a local and a Ray run of a cell share its hash.
 NOT_OUTPUT_CODE = frozenset({"__init__.py", "__main__.py", "cli.py", "report.py", "plots.py", "manifest.py",
-                             "verify.py", "bench.py", "stats.py", "telemetry.py", "load.py", "aup.py",
+                             "verify.py", "bench.py", "stats.py", "telemetry.py", "load.py", "aup.py", "tally.py",
                              "distributed.py"})
 
 

@@ -32,8 +32,9 @@ import pyarrow as pa
 from harness import manifest, store
 from harness.cells import cell_hash, describe_for_hash
 from harness.rows import apply_grades, grade
-from harness.runner import (CellTally, Prepared, RunOptions, RunResult, cell_records, choose_threads,
-                            failure_fields, plan, record_failure, rotation, run_job)
+from harness.measure import choose_threads, run_job
+from harness.runner import Prepared, RunOptions, RunResult, failure_fields, plan, record_failure, rotation
+from harness.tally import CellTally, cell_records
 from harness.telemetry import placement
 
 

@@ -8,13 +8,13 @@ The steps, each a function that returns a value:
   rotation(jobs, interleave)    the order jobs run in: cells that share a model, suite and batch size
                                 take turns batch by batch, so drift in the machine's load hits them
                                 alike and batch k of every cell (the same samples) is timed close together
-  run_job(...)                  warm-up (a cell's first job), the timed generate() (K times with
+  measure.run_job(...)          warm-up (a cell's first job), the timed generate() (K times with
                                 --timing-repeats: the median is kept, outputs must repeat exactly),
                                 the checks, the rows
   group.decode_group(...)       a loaded model's cells as a stream of events (hashes, graded
                                 batches, failures), here or inside a Ray task (harness/distributed.py)
   group.Sink                    the one writer: rows, failures, cells.parquet, where cells ran
-  cell_records(...)             one cells.parquet row per cell and repeat run in this session
+  tally.cell_records(...)       one cells.parquet row per cell and repeat run in this session
 
 A cell that fails at run time (exception, CUDA OOM, broken bookkeeping) goes to failures.parquet and
 the sweep goes on without its remaining batches. Ctrl-C stops after the batch in flight; a second
@@ -25,13 +25,9 @@ renamed part file, and a re-run skips the (cell_hash, sample_id, repeat) rows al
 from __future__ import annotations
 
 import json
-import math
-import os
 import signal
-import statistics
 import sys
 import threading
-import time
 import traceback
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -39,14 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import load, manifest, store
+from harness import manifest, store
 from harness.cells import Cell
 from harness.models import check_model_ref
-from harness.rows import BookkeepingError, check_batch, sample_row
-from harness.telemetry import COLUMNS as GPU_COLUMNS, GpuSampler, nvml_index
-
-WARMUP_TOKENS = 8
-
 
 class RunConfigError(ValueError):
     """Problems found before any model loads; lists them all."""
@@ -60,7 +51,7 @@ class RunOptions:
     progress: bool = True
     interleave: bool = True  # rotate batches across cells that share model, suite and batch size
     timing_repeats: int = 1  # run each timed batch K times, keep the median wall time
-    threads: int | str = "auto"  # torch CPU threads; "auto": see choose_threads
+    threads: int | str = "auto"  # torch CPU threads; "auto": see measure.choose_threads
     grade_workers: int = 4  # threads driving code-grading subprocesses while the next batch decodes
     # Grade generated code while the next batch decodes? None: only when decoding on an accelerator.
     # On a CPU the sandboxed programs compete with the decoder for the same cores, so the timings would
@@ -96,23 +87,6 @@ class Job:
     repeat: int
     index: int
     samples: list
-
-
-@dataclass
-class CellTally:
-    """What a (cell, repeat) measured in this session, batch by batch."""
-    status: str = "done"
-    started_at: str = ""
-    n_rows: int = 0
-    n_tokens: int = 0
-    walls: list[float] = field(default_factory=list)
-    warmup_s: float = float("nan")
-    gpu: list[dict] = field(default_factory=list)
-    cpu: list[dict] = field(default_factory=list)
-    forward_s: list[float] = field(default_factory=list)  # decode forwards (each batch's first left out)
-    threads: int = 0
-    node: str = ""
-    accelerator: str = ""
 
 
 @dataclass
@@ -226,166 +200,6 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def timed_generate(decoder, adapter, prompts: list[list[int]], max_new_tokens: int) -> tuple[list, float, int]:
-    """-> (results, wall seconds, index of the first forward). On CUDA the wall time is measured
-    with events around the call, so it is device time, not host time."""
-    adapter.synchronize()
-    first = adapter.n_forward
-    if adapter.device.type == "cuda":
-        import torch
-
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        results = decoder.generate(adapter, prompts, max_new_tokens)
-        end.record()
-        end.synchronize()
-        return results, start.elapsed_time(end) / 1000.0, first
-    t0 = time.perf_counter()
-    results = decoder.generate(adapter, prompts, max_new_tokens)
-    return results, time.perf_counter() - t0, first
-
-
-@dataclass
-class Decoded:
-    """A timed batch: its checked results, rows (grades empty) and what the machine did meanwhile."""
-    job: Job
-    rows: list[dict]
-    wall_s: float
-    gpu: dict
-    cpu: dict
-    forward_s: list[float]
-    warmup_s: float = float("nan")
-    started_at: str = ""
-
-
-def run_job(job: Job, adapter, run_id: str, session: int, rendered: dict, warm_up: bool,
-            opts: RunOptions) -> Decoded:
-    cell, decoder = job.p.cell, job.p.decoder
-    prompts = [rendered[str(s.id)] for s in job.samples]
-    warmup_s = float("nan")
-    if warm_up:
-        # first-call costs (allocator, kernels, caches) stay out of the timed rows: the batch's prefill
-        # and a few decode steps hit the same kernels as the timed run, at a fraction of its cost
-        t0 = time.perf_counter()
-        decoder.generate(adapter, prompts, min(cell.max_new_tokens, WARMUP_TOKENS))
-        adapter.synchronize()
-        warmup_s = time.perf_counter() - t0
-    runs = []
-    with GpuSampler(index=nvml_index(adapter.device) if adapter.device.type == "cuda" else 0, cuda_device=adapter.device,
-                    enabled=adapter.device.type == "cuda") as gpu:
-        before = load.snapshot()
-        for _ in range(opts.timing_repeats):
-            results, wall, first = timed_generate(decoder, adapter, prompts, cell.max_new_tokens)
-            check_batch(results, len(prompts), adapter.n_forward - first)
-            if runs and [r.tokens for r in results] != [r.tokens for r in runs[0][0]]:
-                raise BookkeepingError("--timing-repeats: the same batch decoded twice gave different outputs")
-            runs.append((results, wall, first, adapter.n_forward))
-        cpu = load.cpu_load(before, load.snapshot())
-    walls = [w for _, w, _, _ in runs]
-    results, wall, first, stop = sorted(runs, key=lambda r: r[1])[(len(runs) - 1) // 2]  # the median run
-    base = {
-        "run_id": run_id, "session": session, "cell_hash": job.p.hash, "cell_name": cell.name, "model": cell.model,
-        **job.p.model_fields, "decoder": cell.decoder, "decoder_params": job.p.params_json, "suite": cell.suite,
-        "suite_version": str(job.p.suite.version), "prompt_hash": job.p.suite.prompt_hash, "repeat": job.repeat,
-        "seed": int(decoder.params().get("seed", cell.seed)), "batch_size": cell.batch_size,
-        "max_new_tokens": cell.max_new_tokens, "batch_id": f"{job.p.hash}-{job.repeat}-{time.time_ns()}",
-        "batch_index": job.index, "batch_wall_s": wall, "batch_walls_s": walls,
-    }
-    tokenizer, eos = adapter.tokenizer, set(adapter.eos_ids)
-    rows = [sample_row(base, s, prompt, res, tokenizer, eos, pos)
-            for pos, (s, prompt, res) in enumerate(zip(job.samples, prompts, results))]
-    return Decoded(job, rows, wall, gpu.result(), cpu, adapter.forward_seconds(first + 1, stop), warmup_s)
-
-
-SMALL_MODEL_PARAMS = 1_000_000_000
-FEW_CORES = 4
-
-
-def choose_threads(requested: int | str, adapter) -> int:
-    """torch's intra-op threads for this model: as requested, or for "auto" one thread for a model
-    under 1 B parameters on a CPU of at most 4 cores (its forwards are too small to split, and
-    OpenMP threads that spin-wait for a descheduled peer made the same AR cell 2-7x slower on a shared
-    2-core machine), else torch's default."""
-    import torch
-
-    if requested != "auto":
-        return int(requested)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n_params = sum(p.numel() for p in adapter.hf_model.parameters()) if getattr(adapter, "hf_model", None) else 0
-    if adapter.device.type == "cpu" and cores <= FEW_CORES and n_params < SMALL_MODEL_PARAMS:
-        return 1
-    return torch.get_num_threads()
-
-
-def cell_records(tallies: dict[tuple, CellTally], prepared: dict[str, Prepared], run_id: str) -> list[dict]:
-    """One cells.parquet row per (cell, repeat) that ran in this session."""
-    out = []
-    for (h, repeat), t in tallies.items():
-        p = prepared[h]
-        wall = sum(t.walls)
-        out.append({
-            "run_id": run_id, "cell_hash": h, "cell_name": p.cell.name, "model": p.cell.model,
-            "decoder": p.cell.decoder, "decoder_params": p.params_json, "suite": p.cell.suite,
-            "batch_size": p.cell.batch_size, "repeat": repeat, "status": t.status, "n_rows": t.n_rows,
-            "n_tokens": t.n_tokens, "n_batches": len(t.walls), "threads": t.threads, "wall_s": wall,
-            "warmup_s": t.warmup_s, "node": t.node or None, "accelerator": t.accelerator or None,
-            "started_at": t.started_at, "ended_at": manifest.now(),
-            **_gpu_totals(t.gpu, t.walls), **_noise(t),
-        })
-    return out
-
-
-def _gpu_totals(per_batch: list[dict], walls: list[float]) -> dict:
-    """Per-batch NVML readings -> the cell's: util weighted by batch time, peaks as maxima, energy summed."""
-    nan = float("nan")
-    out = dict.fromkeys(GPU_COLUMNS, nan)
-    if not per_batch:
-        return out
-
-    def col(k):
-        return [(b[k], w) for b, w in zip(per_batch, walls) if not math.isnan(b[k])]
-
-    for k in ("gpu_util_mean", "gpu_util_p50", "power_w_mean", "sm_clock_mhz_mean", "telemetry_hz"):
-        pairs = col(k)
-        if pairs and sum(w for _, w in pairs) > 0:
-            out[k] = sum(v * w for v, w in pairs) / sum(w for _, w in pairs)
-    for k in ("gpu_util_max", "mem_used_max_mib", "torch_peak_mem_mib", "gpu_other_procs"):
-        if col(k):
-            out[k] = max(v for v, _ in col(k))
-    if col("sm_clock_mhz_min"):
-        out["sm_clock_mhz_min"] = min(v for v, _ in col("sm_clock_mhz_min"))
-    energy = [b["energy_j"] for b in per_batch]
-    out["energy_j"] = sum(energy) if energy and not any(math.isnan(e) for e in energy) else nan
-    reasons = [int(b["throttle_reasons"]) for b in per_batch if not math.isnan(b["throttle_reasons"])]
-    out["throttle_reasons"] = float(_or(reasons)) if reasons else nan
-    return out
-
-
-def _or(bits: list[int]) -> int:
-    out = 0
-    for b in bits:
-        out |= b
-    return out
-
-
-def _noise(t: CellTally) -> dict:
-    """Spread of the decode forwards' times and the machine's load over the cell's batches."""
-    nan = float("nan")
-    fwd = sorted(t.forward_s)
-    mean = statistics.fmean(fwd) if fwd else nan
-    cv = statistics.pstdev(fwd) / mean if len(fwd) > 1 and mean > 0 else nan
-    p50 = fwd[len(fwd) // 2] if fwd else nan
-    p99 = fwd[min(len(fwd) - 1, int(0.99 * len(fwd)))] if fwd else nan
-
-    def worst(k):
-        vals = [c[k] for c in t.cpu if not math.isnan(c[k])]
-        return max(vals) if vals else nan
-
-    return {"forward_cv": cv, "forward_p99_p50": p99 / p50 if p50 and p50 > 0 else nan,
-            "steal_frac_max": worst("steal_frac"), "other_cpu_frac_max": worst("other_cpu_frac"),
-            "loadavg_max": worst("loadavg")}
-
-
 def failure_fields(exc: BaseException) -> tuple[str, str, str]:
     """(error type, message, traceback) of an exception: plain strings, so a failure can travel from a
     Ray worker to the driver that stores it."""
@@ -450,6 +264,8 @@ def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, arg
     save_cells(run_dir, cells, sweep_text, opts)
     run_id = run_dir.name
     result = RunResult(run_dir)
+    from harness.measure import WARMUP_TOKENS
+
     warmup = (f"one untimed warm-up per cell before its timed batches: the first batch, {WARMUP_TOKENS} new "
               "tokens (not stored)") if opts.warmup else "none"
     session = manifest.start_session(

@@ -1,7 +1,6 @@
 """The pdbench command in-process: --help everywhere, list, a single cell from flags (ending in
 report + plots + the summary table), errors, the no-argument toy preset, verify."""
 
-import sys
 
 import pytest
 

@@ -1,7 +1,6 @@
 """plots: each figure shows what it claims (intervals, direct labels, fixed accuracy axes, short
 legends) and every figure is written as PNG and SVG."""
 
-import json
 
 import matplotlib.pyplot as plt
 import pytest

@@ -8,6 +8,7 @@ import signal
 import pytest
 
 from harness import runner, store
+from harness.measure import FEW_CORES
 from harness.sweep import parse_sweep
 from tests.fakes import SlowCodeSuite, sweep_text, tiny_loader
 
@@ -36,7 +37,7 @@ def test_run_resume_and_stale_reuse(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["sessions"][0]["status"] == "done" and "torch" in manifest["sessions"][0]
     # threads "auto": a tiny model on a CPU of <= 4 cores runs with one intra-op thread, recorded where it ran
-    if len(os.sched_getaffinity(0)) <= runner.FEW_CORES:
+    if len(os.sched_getaffinity(0)) <= FEW_CORES:
         assert manifest["sessions"][0]["threads"] == {"tiny-random-qwen2": 1} and set(cells["threads"]) == {1}
 
     again = run(sweep_text(), tmp_path)  # same sweep, same dir: nothing to do

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from harness import runner, store
 from harness.sweep import parse_sweep

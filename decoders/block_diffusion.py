@@ -55,6 +55,7 @@ class BlockDiffusion(Decoder):
     extra_forward: bool = False  # [canvas] reference quirk: a cached forward after every refresh (LLaDA)
     stop_at_eos: bool = True  # [canvas] False = decode the whole canvas as the references do, cut afterwards
 
+    runs_bidirectional = True
     CANVAS_DEFAULTS = dict(policy="threshold", cache="none", first_slot_ar=False, extra_forward=False,
                            stop_at_eos=True)
 

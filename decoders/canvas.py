@@ -95,16 +95,22 @@ def generate_canvas(dec, model: ModelAdapter, prompts: list[list[int]], max_new_
         if not group:
             break
         lay = Layout(group, G, model.pad_id)
-        block_cols = lay.g0 + torch.arange(lo, hi)  # the block's slots, as columns
         members = list(range(len(group)))  # group indices of the rows still decoding this block
         frozen = None  # the refresh forward's KV cache (prefix / dual)
         step = 0  # forwards run on this block (the same for every member: lockstep)
         while members:
             idx = torch.tensor(members)
+            open_ = torch.tensor([[d < 0 for d in group[m].decided[lo:hi]] for m in members])  # [A, n]
+            # logits only for the block slots some member still has open (the lm_head on a 126k vocabulary
+            # costs as much as the layers); Dream's refresh needs the first slot only
+            scored = torch.tensor([0]) if dec.first_slot_ar and step == 0 else open_.any(0).nonzero().flatten()
+            if scored.numel() == 0:  # the extra_forward quirk's forward: nothing left to score
+                scored = torch.tensor([0])
+            cols = lay.g0 + lo + scored - shift  # the rows that score those slots
             if mode == "none" or step == 0:  # the whole canvas
                 cache = model.new_cache() if mode != "none" else None
                 vis = lay.real[idx][:, None, :].expand(len(members), lay.L, lay.L)
-                logits = model.forward(lay.ids[idx], lay.pos[idx], vis, cache, block_cols - shift)
+                logits = model.forward(lay.ids[idx], lay.pos[idx], vis, cache, cols)
                 frozen = cache
             else:  # the window against the refresh's KV: [w0, L) for prefix, [w0, block end) for dual
                 w0 = lay.g0 + lo - lead
@@ -115,11 +121,11 @@ def generate_canvas(dec, model: ModelAdapter, prompts: list[list[int]], max_new_
                 vis = torch.cat([lay.real[idx][:, kv], torch.ones(len(members), w1 - w0, dtype=torch.bool)], dim=1)
                 # a shifted window that starts at the block (first_slot_ar) has no row for the block's
                 # first slot; that slot is always decided by then, so row 0 stands in and is never read
-                keep = (block_cols - shift - w0).clamp_min(0)
+                keep = (cols - w0).clamp_min(0)
                 logits = model.forward(lay.ids[idx, w0:w1], lay.pos[idx, w0:w1],
                                        vis[:, None, :].expand(len(members), w1 - w0, vis.shape[1]), cache, keep)
             forward_index = model.n_forward - 1
-            take, tokens = _decide(dec, [group[m] for m in members], logits, lo, hi, step, steps, B, gen)
+            take, tokens = _decide(dec, [group[m] for m in members], logits, open_, scored, step, steps, gen)
             now = time.perf_counter() - t0
             for a, m in enumerate(members):
                 r = group[m]
@@ -139,13 +145,19 @@ def generate_canvas(dec, model: ModelAdapter, prompts: list[list[int]], max_new_
     return [_result(r, model) for r in rows]
 
 
-def _decide(dec, rows: list[CanvasRow], logits: torch.Tensor, lo: int, hi: int, step: int, steps: int, B: int,
-            gen) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (take [A, n] bool, tokens [A, n]) for the block's slots lo..hi-1."""
-    tokens, conf = unmask.propose(logits, dec.temperature, dec.top_p, dec.top_k, dec.confidence, gen)
-    tokens, conf = tokens.cpu(), conf.cpu()
-    open_ = torch.tensor([[d < 0 for d in r.decided[lo:hi]] for r in rows])
+def _decide(dec, rows: list[CanvasRow], logits: torch.Tensor, open_: torch.Tensor, scored: torch.Tensor,
+            step: int, steps: int, gen) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [A, len(scored), V] for block slots `scored`; open_ [A, n] -> (take [A, n], tokens [A, n])."""
     A, n = open_.shape
+    # proposals for open slots only (a softmax over a 126k vocabulary costs as much as the forward)
+    tokens = torch.full((A, n), -1, dtype=torch.long)
+    conf = torch.full((A, n), float("-inf"))
+    sub = open_[:, scored]  # [A, len(scored)]
+    if sub.any():
+        t, c = unmask.propose(logits[sub.to(logits.device)][None], dec.temperature, dec.top_p, dec.top_k,
+                              dec.confidence, gen)
+        rows_i, cols_i = sub.nonzero(as_tuple=True)
+        tokens[rows_i, scored[cols_i]], conf[rows_i, scored[cols_i]] = t[0].cpu(), c[0].float().cpu()
     if dec.first_slot_ar and step == 0:  # Dream's block util: the refresh decides the first slot only
         take = torch.zeros_like(open_)
         take[:, 0] = open_[:, 0]

@@ -70,6 +70,15 @@ def known_family(name: str, mask_id: int | None = None, block_size: int | None =
     return ModelFamily(name=name, mask_id=mask_id, block_size=block_size, **KNOWN[name])
 
 
+def override_error(spec: str) -> str | None:
+    """Why `spec` is not a valid override (None if it is): checked before any model loads."""
+    try:
+        apply_override(known_family("ar"), spec)
+    except FamilyError as e:
+        return str(e)
+    return None
+
+
 def apply_override(family: ModelFamily, spec: str) -> ModelFamily:
     """`spec` is a known family name, `key=value` pairs, or both, comma-separated:
     "llada", "dream,mask_id=151666", "attention=bidirectional,logits=in-place". A name replaces the

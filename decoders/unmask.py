@@ -12,7 +12,8 @@ A rows and returns what to write; nothing here runs the model.
     quota      Dream's non-block `confidence_threshold`: forward i may decide up to n0 // steps slots
                plus the quota earlier forwards left unused; inside it, the best one and those >= threshold.
 
-Confidence: `prob` = p(token) (float64 softmax, as LLaDA), `entropy` = 1 - H(p) / log V (ranks like
+Confidence: `prob` = p(token) (a float32 softmax, as Dream; LLaDA's float64 only moves knife edges,
+and costs as much as the model's forward on a 126k vocabulary), `entropy` = 1 - H(p) / log V (ranks like
 Dream's negative entropy), `random` = uniform (LLaDA's random remasking; schedules only).
 """
 
@@ -29,20 +30,19 @@ EPS = 1e-3  # Dream's final timestep
 
 def propose(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, confidence: str,
             generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [A, n, V] -> (tokens [A, n], confidence [A, n] float64)."""
+    """logits [A, n, V] -> (tokens [A, n], confidence [A, n])."""
     if temperature > 0:
         tokens, conf = choose(logits, temperature, top_p, top_k, generator, "prob")
-        conf = conf.double()
         probs = None
     else:
-        probs = logits.double().softmax(-1)
+        probs = logits.softmax(-1)
         conf, tokens = probs.max(-1)
     if confidence == "entropy":
-        probs = probs if probs is not None else logits.double().softmax(-1)
+        probs = probs if probs is not None else logits.softmax(-1)
         neg_entropy = (probs * torch.log(probs + 1e-10)).sum(-1)  # Dream's form, eps included
         conf = 1.0 + neg_entropy / math.log(logits.shape[-1])
     elif confidence == "random":
-        conf = torch.rand(conf.shape, generator=generator, device=conf.device, dtype=torch.float64)
+        conf = torch.rand(conf.shape, generator=generator, device=conf.device)
     return tokens, conf
 
 

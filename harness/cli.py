@@ -16,7 +16,9 @@ from pathlib import Path
 
 DEFAULT_PRESET = "toy"
 # flags that, next to --sweep/--preset, override that key in every cell
-OVERRIDES = ("model", "dtype", "device", "limit", "batch_size", "max_new_tokens", "repeats", "seed")
+OVERRIDES = ("model", "dtype", "device", "limit", "batch_size", "max_new_tokens", "repeats", "seed", "family")
+FAMILY_HELP = ("override the model family detected from the checkpoint: a name (llada, dream, sdlm, sdar, "
+               "fast-dllm-v2, ar) and/or fact=value pairs, e.g. attention=bidirectional,logits=in-place")
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -54,6 +56,7 @@ def _run_parser(sub) -> None:
     cell.add_argument("--dtype", help="auto, float32, bfloat16, float16")
     cell.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     cell.add_argument("--add-mask-token", action="store_true", help="add a mask token if the model has none")
+    cell.add_argument("--family", help=FAMILY_HELP)
     p.add_argument("--data-dir", help="suite data folder (default: $PDBENCH_DATA)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: results/<time>-<name>)")
     p.add_argument("--allow-code-exec", action="store_true", help="let code suites execute generated programs")
@@ -82,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--device")
     v.add_argument("--dtype", default="float32", help="default float32: batch invariance is exact only there")
     v.add_argument("--add-mask-token", action="store_true")
+    v.add_argument("--family", help=FAMILY_HELP)
     v.add_argument("--max-new-tokens", type=int, default=32)
     v.add_argument("--block-size", type=int, default=4)
     v.add_argument("--prompt", action="append", help="prompt text, repeatable (default: four built-in prompts)")
@@ -206,7 +210,7 @@ def cmd_list(args) -> int:
 def cmd_verify(args) -> int:
     from harness.verify import verify
 
-    ok = verify(args.model, device=args.device, dtype=args.dtype, add_mask_token=args.add_mask_token,
+    ok = verify(args.model, device=args.device, dtype=args.dtype, add_mask_token=args.add_mask_token, family=args.family,
                 max_new_tokens=args.max_new_tokens, block_size=args.block_size, prompts=args.prompt,
                 decoder_names=args.decoder)
     return 0 if ok else 1

@@ -326,7 +326,8 @@ def default_loader(cell: Cell):
     from harness.models import load_model
 
     return load_model(cell.model, device=None if cell.device == "auto" else cell.device,
-                      dtype=None if cell.dtype == "auto" else cell.dtype, add_mask_token=cell.add_mask_token)
+                      dtype=None if cell.dtype == "auto" else cell.dtype, add_mask_token=cell.add_mask_token,
+                      family=cell.family or None)
 
 
 def save_cells(run_dir: Path, cells: list[Cell], sweep_text: str | None) -> None:

@@ -52,6 +52,7 @@ class CanvasRow:
     decided: list[int]  # per slot: the adapter's index of the forward that decided it, -1 while open
     forwards: list[int] = field(default_factory=list)  # adapter indices of the forwards it took part in
     carry: int = 0  # quota policy: allowance left unused by earlier forwards
+    gen: torch.Generator | None = None  # the row's own random stream: a row draws the same alone or batched
     done: bool = False
     ttft_s: float = float("nan")
     e2e_s: float = float("nan")
@@ -84,8 +85,10 @@ def generate_canvas(dec, model: ModelAdapter, prompts: list[list[int]], max_new_
     mode = dec.cache if dec.use_cache else "none"
     lead = 1 if family.shifted and not dec.first_slot_ar else 0  # see the module docstring
     shift = 1 if family.shifted else 0
-    gen = make_generator(model.device, dec.seed)
     rows = [CanvasRow(i, list(p), [model.mask_id] * G, [-1] * G) for i, p in enumerate(prompts)]
+    if dec.temperature > 0 or dec.confidence == "random":
+        for r in rows:
+            r.gen = make_generator(model.device, dec.seed)
     model.synchronize()
     t0 = time.perf_counter()
 
@@ -125,7 +128,7 @@ def generate_canvas(dec, model: ModelAdapter, prompts: list[list[int]], max_new_
                 logits = model.forward(lay.ids[idx, w0:w1], lay.pos[idx, w0:w1],
                                        vis[:, None, :].expand(len(members), w1 - w0, vis.shape[1]), cache, keep)
             forward_index = model.n_forward - 1
-            take, tokens = _decide(dec, [group[m] for m in members], logits, open_, scored, step, steps, gen)
+            take, tokens = _decide(dec, [group[m] for m in members], logits, open_, scored, step, steps)
             now = time.perf_counter() - t0
             for a, m in enumerate(members):
                 r = group[m]
@@ -146,18 +149,21 @@ def generate_canvas(dec, model: ModelAdapter, prompts: list[list[int]], max_new_
 
 
 def _decide(dec, rows: list[CanvasRow], logits: torch.Tensor, open_: torch.Tensor, scored: torch.Tensor,
-            step: int, steps: int, gen) -> tuple[torch.Tensor, torch.Tensor]:
+            step: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [A, len(scored), V] for block slots `scored`; open_ [A, n] -> (take [A, n], tokens [A, n])."""
     A, n = open_.shape
     # proposals for open slots only (a softmax over a 126k vocabulary costs as much as the forward)
     tokens = torch.full((A, n), -1, dtype=torch.long)
     conf = torch.full((A, n), float("-inf"))
     sub = open_[:, scored]  # [A, len(scored)]
-    if sub.any():
-        t, c = unmask.propose(logits[sub.to(logits.device)][None], dec.temperature, dec.top_p, dec.top_k,
-                              dec.confidence, gen)
-        rows_i, cols_i = sub.nonzero(as_tuple=True)
-        tokens[rows_i, scored[cols_i]], conf[rows_i, scored[cols_i]] = t[0].cpu(), c[0].float().cpu()
+    # greedy: all rows at once; random draws: row by row, each from its own generator
+    for a in ([None] if rows[0].gen is None else range(A)):
+        mask = sub if a is None else sub & (torch.arange(A) == a)[:, None]
+        if mask.any():
+            t, c = unmask.propose(logits[mask.to(logits.device)][None], dec.temperature, dec.top_p, dec.top_k,
+                                  dec.confidence, None if a is None else rows[a].gen)
+            rows_i, cols_i = mask.nonzero(as_tuple=True)
+            tokens[rows_i, scored[cols_i]], conf[rows_i, scored[cols_i]] = t[0].cpu(), c[0].float().cpu()
     if dec.first_slot_ar and step == 0:  # Dream's block util: the refresh decides the first slot only
         take = torch.zeros_like(open_)
         take[:, 0] = open_[:, 0]

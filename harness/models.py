@@ -98,13 +98,24 @@ def load_tokenizer(path: str, gguf_file: str | None = None):
     if gguf_file is None and Path(path).is_dir() and not any((Path(path) / f).exists() for f in TOKENIZER_FILES):
         return None
 
-    config = Path(path) / "tokenizer_config.json"
-    if gguf_file is None and config.exists():
+    from harness.convert import read_json
+
+    declared = None if gguf_file else read_json(path, "tokenizer_config.json")  # a local dir or a hub id
+    if declared is not None:
         # transformers 5's AutoTokenizer maps model_type qwen2 to Qwen2Tokenizer and rebuilds the
         # pre-tokenizer; a checkpoint that declares the generic fast class (saved as
         # "TokenizersBackend" since transformers 5) must get exactly its own tokenizer.json.
-        if json.loads(config.read_text()).get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES:
+        if declared.get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES:
             return PreTrainedTokenizerFast.from_pretrained(path)
+        if "AutoTokenizer" in (declared.get("auto_map") or {}):
+            # a tokenizer class only remote code defines (Dream's DreamTokenizer, a Qwen2 byte-level BPE):
+            # load its files with a stock class instead, as the weights are (harness/convert.py)
+            from transformers import Qwen2Tokenizer
+
+            try:
+                return PreTrainedTokenizerFast.from_pretrained(path)  # needs a tokenizer.json
+            except (OSError, ValueError):
+                return Qwen2Tokenizer.from_pretrained(path)  # vocab.json + merges.txt
     return AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
 
 

@@ -89,6 +89,17 @@ def start_session(run_dir: Path, *, argv: list[str], sweep_file: str | None, cel
     return len(manifest["sessions"]) - 1
 
 
+def record_model(run_dir: Path, index: int, description: dict[str, Any]) -> None:
+    """Add a loaded model's description (architecture, dtype, mask and EOS ids, model family, weights
+    fingerprint) to the session, once per model: what the cell hashes were computed from."""
+    path = Path(run_dir) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    models = manifest["sessions"][index].setdefault("models", [])
+    if description not in models:
+        models.append(description)
+        _write(path, manifest)
+
+
 def end_session(run_dir: Path, index: int, status: str, **extra: Any) -> None:
     path = Path(run_dir) / "manifest.json"
     manifest = json.loads(path.read_text())

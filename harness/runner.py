@@ -385,6 +385,7 @@ def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, arg
                         p.decoder.check_model(adapter)
                         if model_desc is None:  # once per model: the fingerprint reads every tensor
                             model_desc = describe_for_hash(adapter)
+                            manifest.record_model(run_dir, session, model_desc)
                         h = cell_hash(p.cell, p.decoder, p.suite, model_desc)
                         run_cell(p, adapter, run_dir, run_id, h, stored, opts, stop, pool, result)
                     except Exception as e:

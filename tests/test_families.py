@@ -67,3 +67,21 @@ def test_family_is_a_sweep_key_and_a_flag_checked_before_loading(tmp_path):
     args = cli.build_parser().parse_args(["run", "--model", "m", "--decoder", "ar", "--suite", "arith", "--family", "dream"])
     cells, *_ = cli._cells_from_args(args)
     assert cells[0].family == "dream"
+
+
+def test_the_run_manifest_records_the_models_family(tmp_path):
+    import json
+
+    from harness import runner
+    from tests.test_runner_fakes import sweep_text
+
+    def llada_like(cell):  # the tiny Llama declared bidirectional through the cell's family key
+        return load_model("tiny-random-llama", device="cpu", dtype="float32", family=cell.family or None)
+
+    text = sweep_text(limit=2, max_new_tokens=4).split("[[sweep]]")[0] + (
+        '[[sweep]]\ndecoder = "block-diffusion"\nfamily = "llada"\n')
+    res = runner.run(sweep.parse_sweep(text, "t.toml"), tmp_path, runner.RunOptions(progress=False), argv=["t"],
+                     loader=llada_like)
+    assert (res.rows_written, res.failures) == (2, [])
+    (model,) = json.loads((tmp_path / "manifest.json").read_text())["sessions"][0]["models"]
+    assert (model["family"]["name"], model["family"]["attention"]) == ("llada", "bidirectional")

@@ -4,6 +4,8 @@ chosen by the model's family (`model.family`, decoders/family.py):
 - bidirectional models (LLaDA, Dream): the canvas engine, decoders/canvas.py. The parameters below
   marked [canvas] apply there only (the unmasking policies are in decoders/unmask.py);
 - causal models with an SDLM window (pdbench-toy, SDLM) and every other family: the engine below.
+  Block-causal families (Fast-dLLM v2, SDAR) run it too, although its window layout is SDLM's
+  (`shift_anchor_dup`), not theirs (`shift_anchor_inside` / `inplace`, absolute block alignment).
 
 Causal engine. Blocks of B slots start right after the prompt and never move. A block is decoded by repeated
 forwards over the window [x[s-1], slot_s, ..., slot_{s+B-2}] (layout `shift_anchor_dup`: the anchor
@@ -26,8 +28,8 @@ import torch
 
 from decoders import register
 from decoders.base import Decoder, DecodeResult, DecoderConfigError, ModelAdapter, check
-from decoders.canvas import generate_canvas
 from decoders.batch import RaggedBatch, Row, open_batch
+from decoders.canvas import generate_canvas
 from decoders.sampling import choose, make_generator
 
 

@@ -16,9 +16,12 @@ from toy.train_mdm import IGNORE, MDMConfig, batches, load_toy_tokenizer, train
 MDM = SHIPPED_CHECKPOINTS / "pdbench-toy-mdm"
 
 
-def test_batches_mask_only_the_answer_and_attend_within_an_example():
+@pytest.mark.parametrize("prompt_mask_frac", [0.0, 1.0])
+def test_batches_follow_llada_objective_and_attend_within_an_example(prompt_mask_frac):
+    """SFT form: the prompt clean, answer slots masked at ratio t, loss on exactly those, weight 1/t.
+    Pre-training form (prompt_mask_frac): the whole example noised, weight gen_len / (t * length)."""
     tok = load_toy_tokenizer()
-    cfg = MDMConfig(out="unused", rows=2, row_len=256, gen_len=64)
+    cfg = MDMConfig(out="unused", rows=2, row_len=256, gen_len=64, prompt_mask_frac=prompt_mask_frac)
     ids, pos, mask, labels, weights, n_examples = next(batches(cfg, tok))
     starts = (pos == 0).logical_and(ids != tok.pad_token_id).nonzero().tolist()  # [row, column] of each example
     assert n_examples == len(starts) >= 2
@@ -27,14 +30,16 @@ def test_batches_mask_only_the_answer_and_attend_within_an_example():
         n = 1 + int((rest > 0).cumprod(0).sum())  # positions count up until the next example or the filler
         visible = mask[r, 0, s:s + n, :] == 0
         assert visible[:, s:s + n].all() and visible.sum() == n * n  # bidirectional, this example only
-        answer = slice(s + n - 64, s + n)
-        masked = ids[r, answer] == tok.mask_token_id
-        assert (labels[r, answer] != IGNORE).eq(masked).all()  # loss exactly on the masked answer slots
-        assert (labels[r, s:s + n - 64] == IGNORE).all()  # the prompt is never masked nor scored
-        assert (ids[r, s:s + n - 64] != tok.mask_token_id).all()
-        if masked.any():  # every masked slot carries the same 1/t weight, t in (0, 1]
-            w = weights[r, answer][masked]
-            assert torch.allclose(w, w[0].expand_as(w)) and w[0] >= 1.0
+        noised = slice(s + n - 64, s + n) if prompt_mask_frac == 0 else slice(s, s + n)
+        masked = ids[r, noised] == tok.mask_token_id
+        assert (labels[r, noised] != IGNORE).eq(masked).all()  # loss exactly on the masked slots
+        if prompt_mask_frac == 0:  # the prompt is never masked nor scored
+            assert (labels[r, s:s + n - 64] == IGNORE).all()
+            assert (ids[r, s:s + n - 64] != tok.mask_token_id).all()
+        if masked.any():  # one ratio per example: every masked slot carries the same weight
+            w = weights[r, noised][masked]
+            length = 64 if prompt_mask_frac == 0 else n
+            assert torch.allclose(w, w[0].expand_as(w)) and w[0] * length / 64 >= 1.0
 
 
 def test_tiny_training_run_loads_as_a_llada_family_model(tmp_path):

@@ -4,11 +4,13 @@ synthetic suites, CPU, seeded. Run from the repo root:
     python -m toy.train_mdm --out /tmp/mdm            # the shipped recipe (all defaults)
     python -m toy.train_mdm --out /tmp/mdm --steps 300 --eval-n 20
 
-Objective: LLaDA's SFT loss (specs/block_diffusion.md §3.1). Each example is the rendered prompt
-(clean, never masked) and an answer region of exactly --gen-len slots: the response, <|im_end|>, then
-<|endoftext|> filler, as the decoder's canvas will hold it. A ratio t ~ U(1e-3, 1] is drawn per example,
-each answer slot is replaced by the mask token with probability t, and the loss is the cross-entropy on
-the masked slots, weighted 1/t, summed and divided by the answer length (--gen-len) per example.
+Objective: LLaDA's (specs/block_diffusion.md §3.1). Each example is the rendered prompt and an answer
+region of exactly --gen-len slots: the response, <|im_end|>, then <|endoftext|> filler, as the
+decoder's canvas will hold it. A ratio t ~ U(1e-3, 1] is drawn per example, each answer slot is replaced
+by the mask token with probability t, and the loss is the cross-entropy on the masked slots, weighted
+1/t, summed and divided by the answer length per example (LLaDA's SFT form). A share --prompt-mask-frac
+of the examples noise the prompt as well and divide by the whole length (LLaDA's pre-training form):
+predicting a masked prompt name from the answer trains the same copying that the answer needs.
 Attention is fully bidirectional inside an example (packed rows get a block-diagonal mask, positions
 restart per example); logits are read in place (the row of a slot scores that slot).
 
@@ -53,6 +55,7 @@ class MDMConfig:
     gen_len: int = 64  # answer slots per example = the decoder's max_new_tokens
     seed: int = 0
     arith_weight: float = 0.5  # share of arith problems (the rest: toy-code)
+    prompt_mask_frac: float = 0.3  # share of examples whose prompt is masked too (LLaDA's pre-training form)
     hidden: int = 192
     layers: int = 4
     heads: int = 4
@@ -124,15 +127,20 @@ def batches(cfg: MDMConfig, tokenizer):
                 if used + n > L:
                     break
                 t = (1 - T_EPS) * rng.random() + T_EPS
-                noisy = [mask_id if rng.random() < t else a for a in answer]
-                s = used
-                ids[r, s:s + n] = torch.tensor(prompt + noisy)
+                whole = rng.random() < cfg.prompt_mask_frac  # pre-training form: the prompt is noised too
+                clean = answer if not whole else prompt + answer
+                noisy = [mask_id if rng.random() < t else a for a in clean]
+                first = s = used  # first: where the noised span starts
+                if not whole:
+                    first = s + len(prompt)
+                    ids[r, s:first] = torch.tensor(prompt)
+                ids[r, first:s + n] = torch.tensor(noisy)
                 pos[r, s:s + n] = torch.arange(n)
                 visible[r, s:s + n, s:s + n] = True  # bidirectional inside the example only
-                for j, (a, z) in enumerate(zip(answer, noisy)):
-                    if z == mask_id:
-                        labels[r, s + len(prompt) + j] = a
-                        weights[r, s + len(prompt) + j] = 1.0 / t
+                for j, (a, z) in enumerate(zip(clean, noisy)):
+                    if z == mask_id:  # normalised by the noised length (LLaDA: answer length in SFT)
+                        labels[r, first + j] = a
+                        weights[r, first + j] = cfg.gen_len / (t * len(clean))
                 used += n
                 carry = None
             visible[r, used:, used:] = torch.eye(L - used, dtype=torch.bool)  # filler rows see themselves

@@ -15,6 +15,7 @@ none / prefix / dual, LLaDA's schedule at one token per forward and Fast-dLLM's 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -108,8 +109,9 @@ def main(argv=None) -> str:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     speed = speed_table([int(c) for c in args.contexts.split(",")], args.gen, args.block, args.repeats)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     text = (f"## Dual cache vs no cache: tiny LLaDA fixture, CPU, {args.threads} thread(s), gen {args.gen}, "
-            f"block {args.block}, median of {args.repeats}\n\n{speed}\n")
+            f"block {args.block}, median of {args.repeats} (load average after: {load})\n\n{speed}\n")
     if args.toy:
         acc = accuracy_table(args.toy, args.n, 64, args.batch)
         text += f"\n## Cache modes on {args.toy}: {args.n} test problems per suite, block 16, gen 64\n\n{acc}\n"

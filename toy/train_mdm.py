@@ -49,13 +49,15 @@ T_EPS = 1e-3  # LLaDA's lower bound on the masking ratio
 @dataclass
 class MDMConfig:
     out: str = ""  # required: the run directory
-    steps: int = 3000
+    steps: int = 2500
     rows: int = 2  # packed rows per step
     row_len: int = 512
     gen_len: int = 64  # answer slots per example = the decoder's max_new_tokens
     seed: int = 0
     arith_weight: float = 0.5  # share of arith problems (the rest: toy-code)
     prompt_mask_frac: float = 0.3  # share of examples whose prompt is masked too (LLaDA's pre-training form)
+    init: str = "pdbench-toy"  # start from this causal checkpoint (Dream's recipe); "" = random init (LLaDA's)
+    logits: str = "shifted"  # shifted (row i-1 scores slot i: Dream, keeps an AR init's head) | in-place (LLaDA)
     hidden: int = 192
     layers: int = 4
     heads: int = 4
@@ -68,6 +70,7 @@ class MDMConfig:
     threads: int = 2
     log_every: int = 10
     eval_n: int = 0  # after training: accuracy of the canvas decoder on N test problems per suite
+    probe_every: int = 500  # log copy_acc (see copy_probe) every N steps; 0 = never
     compile: bool = True  # as toy/train.py: faster steps, different rounding
     fused_adamw: bool = True
 
@@ -81,6 +84,8 @@ def load_toy_tokenizer():
 
 
 def make_model(cfg: MDMConfig, tokenizer):
+    if cfg.init:
+        return adapt_model(cfg, tokenizer)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     ids = tokenizer.convert_tokens_to_ids
@@ -91,8 +96,30 @@ def make_model(cfg: MDMConfig, tokenizer):
         bos_token_id=None, eos_token_id=ids(IM_END), pad_token_id=ids(PAD), attn_implementation="sdpa",
     )
     config.mask_token_id = tokenizer.mask_token_id  # the adapter and decoders read it from here
-    config.pdbench_family = "llada"  # harness/families.py: bidirectional attention, logits in place
+    config.pdbench_family = family_of(cfg)  # harness/families.py: bidirectional attention + the alignment
     return LlamaForCausalLM(config)
+
+
+def family_of(cfg: MDMConfig) -> str:
+    return "dream" if cfg.logits == "shifted" else "llada"
+
+
+def adapt_model(cfg: MDMConfig, tokenizer):
+    """Dream's recipe at toy scale: the causal toy's weights (same tokenizer), trained on from here with
+    bidirectional attention. Its config loses the SDLM fields and says which family it now is."""
+    from transformers import AutoModelForCausalLM
+
+    from harness.models import resolve_model
+
+    path, _ = resolve_model(cfg.init)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+    config = model.config
+    for key in ("text_mask_token_id", "text_mask_token", "block_size", "causal_attn"):
+        if hasattr(config, key):
+            delattr(config, key)
+    config.mask_token_id = tokenizer.mask_token_id
+    config.pdbench_family = family_of(cfg)
+    return model
 
 
 def encode(tokenizer, problem, gen_len: int) -> tuple[list[int], list[int]]:
@@ -104,9 +131,23 @@ def encode(tokenizer, problem, gen_len: int) -> tuple[list[int], list[int]]:
     return prompt, answer + [ids(PAD)] * (gen_len - len(answer))
 
 
+def ratios(rng: random.Random, group: int = 16):
+    """Endless masking ratios t ~ U(T_EPS, 1], stratified: each run of `group` draws has one value in
+    each of `group` equal bins, in random order. Every t is still uniform (the objective is unchanged);
+    a step is far less often dominated by one tiny t whose 1/t weight swamps the rest."""
+    while True:
+        u = rng.random()
+        strata = [(i + u) / group for i in range(group)]
+        rng.shuffle(strata)
+        for x in strata:
+            yield (1 - T_EPS) * x + T_EPS
+
+
 def batches(cfg: MDMConfig, tokenizer):
     """Endless packed batches: (input_ids, position_ids, additive mask, labels, weights) per step."""
     rng = random.Random(f"mdm-mask/{cfg.seed}")
+    shift = cfg.logits == "shifted"
+    t_stream = ratios(random.Random(f"mdm-ratio/{cfg.seed}"))
     stream = train_stream(cfg.seed, {"arith": cfg.arith_weight, "code": 1.0 - cfg.arith_weight})
     mask_id, pad_id = tokenizer.mask_token_id, tokenizer.pad_token_id
     carry = None
@@ -126,7 +167,7 @@ def batches(cfg: MDMConfig, tokenizer):
                 n = len(prompt) + len(answer)
                 if used + n > L:
                     break
-                t = (1 - T_EPS) * rng.random() + T_EPS
+                t = next(t_stream)
                 whole = rng.random() < cfg.prompt_mask_frac  # pre-training form: the prompt is noised too
                 clean = answer if not whole else prompt + answer
                 noisy = [mask_id if rng.random() < t else a for a in clean]
@@ -137,6 +178,9 @@ def batches(cfg: MDMConfig, tokenizer):
                 ids[r, first:s + n] = torch.tensor(noisy)
                 pos[r, s:s + n] = torch.arange(n)
                 visible[r, s:s + n, s:s + n] = True  # bidirectional inside the example only
+                if whole and shift:  # an example's first token has no row of its own before it
+                    noisy[0] = clean[0]
+                    ids[r, first] = clean[0]
                 for j, (a, z) in enumerate(zip(clean, noisy)):
                     if z == mask_id:  # normalised by the noised length (LLaDA: answer length in SFT)
                         labels[r, first + j] = a
@@ -149,10 +193,38 @@ def batches(cfg: MDMConfig, tokenizer):
         yield ids, pos, mask, labels, weights, n_examples
 
 
-def loss_fn(model, ids, pos, mask, labels, weights, n_examples: torch.Tensor, gen_len: int) -> torch.Tensor:
+def probe_set(cfg: MDMConfig, tokenizer, n: int = 32) -> list[tuple[list[int], list[int]]]:
+    """Held-out training-split problems (a stream the run never draws) for copy_probe."""
+    stream = train_stream(cfg.seed + 1000, {"arith": cfg.arith_weight, "code": 1.0 - cfg.arith_weight})
+    return [encode(tokenizer, next(stream), cfg.gen_len) for _ in range(n)]
+
+
+@torch.no_grad()
+def copy_probe(model, examples, mask_id: int, wordlike: set[int], shift: int = 0) -> float:
+    """Share of the answer's word-like tokens (names, arguments, digits) that also occur in the prompt
+    predicted right when exactly those are masked and the rest of the answer is visible: whether copying
+    from the prompt has formed, long before greedy accuracy moves."""
+    hit = total = 0
+    for prompt, answer in examples:
+        copied = [j for j, a in enumerate(answer) if a in wordlike and a in set(prompt)]
+        if not copied:
+            continue
+        ids = prompt + [mask_id if j in copied else a for j, a in enumerate(answer)]
+        logits = model(input_ids=torch.tensor([ids]), attention_mask=torch.zeros(1, 1, len(ids), len(ids))).logits[0]
+        pred = logits[[len(prompt) + j - shift for j in copied]].argmax(-1).tolist()
+        hit += sum(int(p == answer[j]) for p, j in zip(pred, copied))
+        total += len(copied)
+    return hit / max(1, total)
+
+
+def loss_fn(model, ids, pos, mask, labels, weights, n_examples: torch.Tensor, gen_len: int,
+            shift: bool = False) -> torch.Tensor:
     logits = model(input_ids=ids, position_ids=pos, attention_mask=mask).logits
-    ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=IGNORE, reduction="none")
-    return (ce * weights.view(-1)).sum() / (gen_len * n_examples)
+    if shift:  # row p-1 scores slot p (Dream): drop the last row, and the labels of each row's first slot
+        logits, labels, weights = logits[:, :-1], labels[:, 1:], weights[:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
+                         reduction="none")
+    return (ce * weights.reshape(-1)).sum() / (gen_len * n_examples)
 
 
 def train(cfg: MDMConfig, argv: list[str] | None = None) -> Path:
@@ -172,6 +244,8 @@ def train(cfg: MDMConfig, argv: list[str] | None = None) -> Path:
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98),
                             fused=cfg.fused_adamw or None)
     step_loss = torch.compile(loss_fn) if cfg.compile else loss_fn
+    probes = probe_set(cfg, tokenizer) if cfg.probe_every else []
+    wordlike = {i for i in range(len(tokenizer)) if tokenizer.decode([i]).strip().isalnum()}
     log = (out / "train_log.jsonl").open("w")
     t0, cpu0, data = time.perf_counter(), time.process_time(), batches(cfg, tokenizer)
     model.train()
@@ -179,7 +253,7 @@ def train(cfg: MDMConfig, argv: list[str] | None = None) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         ids, pos, mask, labels, weights, n_examples = next(data)
-        loss = step_loss(model, ids, pos, mask, labels, weights, n_examples, cfg.gen_len)
+        loss = step_loss(model, ids, pos, mask, labels, weights, n_examples, cfg.gen_len, cfg.logits == "shifted")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -188,6 +262,11 @@ def train(cfg: MDMConfig, argv: list[str] | None = None) -> Path:
             row = {"step": step, "lr": round(lr_at(step, cfg), 6), "loss": round(loss.item(), 4),
                    "masked": int((labels != IGNORE).sum()), "elapsed_s": round(time.perf_counter() - t0, 1),
                    "cpu_s": round(time.process_time() - cpu0, 1)}
+            if cfg.probe_every and (step % cfg.probe_every == 0 or step == cfg.steps - 1):
+                model.eval()
+                row["copy_acc"] = round(copy_probe(model, probes, tokenizer.mask_token_id, wordlike,
+                                                        int(cfg.logits == "shifted")), 3)
+                model.train()
             log.write(json.dumps(row) + "\n")
             log.flush()
             print(json.dumps(row), flush=True)
@@ -205,17 +284,19 @@ def train(cfg: MDMConfig, argv: list[str] | None = None) -> Path:
               "size_mb": round((out / "model.safetensors").stat().st_size / 1e6, 1), "config": asdict(cfg)}
     (out / "run.json").write_text(json.dumps(record, indent=1) + "\n")
     if cfg.eval_n:
-        print(json.dumps(evaluate(out, cfg.eval_n, cfg.gen_len), indent=1))
+        names = ("toy-code",) if cfg.arith_weight == 0 else ("toy-code", "arith")
+        print(json.dumps(evaluate(out, cfg.eval_n, cfg.gen_len, names), indent=1))
     return out
 
 
-def evaluate(path: Path, n: int, gen_len: int) -> dict:
+def evaluate(path: Path, n: int, gen_len: int, suite_names=("toy-code", "arith")) -> dict:
     """One token per forward (LLaDA's schedule, steps = block size) and Fast-dLLM threshold 0.9."""
     from toy.evaluate import evaluate_decoders
 
-    preset = [("block-diffusion", dict(block_size=16, policy="steps", max_steps_per_block=16)),
-              ("block-diffusion", dict(block_size=16, policy="threshold", threshold=0.9))]
-    return evaluate_decoders(str(path), n, gen_len, batch_size=16, preset=preset)
+    B = min(16, gen_len)
+    preset = [("block-diffusion", dict(block_size=B, policy="steps", max_steps_per_block=B)),
+              ("block-diffusion", dict(block_size=B, policy="threshold", threshold=0.9))]
+    return evaluate_decoders(str(path), n, gen_len, batch_size=16, preset=preset, suite_names=suite_names)
 
 
 def parse_args(argv: list[str] | None) -> MDMConfig:

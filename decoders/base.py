@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field, fields
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
+
+if TYPE_CHECKING:
+    from decoders.family import ModelFamily
 
 
 FINISH_REASONS = ("eos", "length", "nfe_cap")
@@ -66,6 +69,7 @@ class ModelAdapter(Protocol):
     device: torch.device
     dtype: torch.dtype
     n_forward: int  # forwards run since the adapter was made
+    family: "ModelFamily"  # decoders/family.py: attention, logit alignment, mask id, block alignment
 
     def forward(
         self,
@@ -73,7 +77,7 @@ class ModelAdapter(Protocol):
         position_ids: torch.Tensor,  # [B, q] long
         visible: torch.Tensor,  # [B, q, kv] bool: query i may attend key j (kv = cache + q)
         cache,  # a transformers Cache or None
-        logits_to_keep: int,  # only the last `logits_to_keep` positions get logits
+        logits_to_keep,  # int: only the last N positions get logits; 1-D LongTensor: those positions
         write_slots: torch.Tensor | None = None,  # [B, q] slot-cache positions (static engine only)
     ) -> torch.Tensor:  # [B, logits_to_keep, V] float32
         ...
@@ -87,6 +91,10 @@ class ModelAdapter(Protocol):
     def crop_cache(self, cache, length: int) -> None: ...
 
     def select_cache_rows(self, cache, rows: torch.Tensor) -> None: ...
+
+    def slice_cache(self, cache, rows: torch.Tensor | None = None, positions=None):
+        """A new cache with `cache`'s KV for batch `rows` and key `positions` (slice or 1-D LongTensor)."""
+        ...
 
     def forward_seconds(self, first: int, stop: int) -> list[float]:
         """Wall time of forwards number first..stop-1 (counted from adapter creation)."""
@@ -142,6 +150,7 @@ class Decoder:
     name = "decoder"  # set by @register
     source = ""  # one line: the paper or system the strategy comes from (shown by `pdbench list`)
     needs_mask_token = False
+    runs_bidirectional = False  # True: the decoder handles models whose family attention is bidirectional
 
     @classmethod
     def build(cls, **params) -> "Decoder":
@@ -190,6 +199,12 @@ class Decoder:
                 f"decoder {self.name!r} runs the network through the adapter's forward(), which this model "
                 f"({type(getattr(model, 'hf_model', model)).__name__}) does not support; use a decoder that "
                 "runs the model's own generate() (diffusion-gemma)")
+        family = getattr(model, "family", None)  # decoders/family.py; adapters without one are causal LMs
+        if family is not None and family.attention == "bidirectional" and not self.runs_bidirectional:
+            raise DecoderConfigError(
+                f"decoder {self.name!r} decodes causal models, and this model's family {family.name!r} has "
+                "bidirectional attention (LLaDA, Dream): use block-diffusion, or override the family (--family)"
+            )
         if self.needs_mask_token and model.mask_id is None:
             raise DecoderConfigError(
                 f"decoder {self.name!r} needs a mask token, and this model has none "

@@ -1,6 +1,13 @@
-"""Fixed-block diffusion decoding (Fast-dLLM v2 / SDAR style; specs/block_diffusion.md §2, §5.4-5.5).
+"""Fixed-block diffusion decoding (specs/block_diffusion.md §2, §5.4-5.5), one decoder with two engines
+chosen by the model's family (`model.family`, decoders/family.py):
 
-Blocks of B slots start right after the prompt and never move. A block is decoded by repeated
+- bidirectional models (LLaDA, Dream): the canvas engine, decoders/canvas.py. The parameters below
+  marked [canvas] apply there only (the unmasking policies are in decoders/unmask.py);
+- causal models with an SDLM window (pdbench-toy, SDLM) and every other family: the engine below.
+  Block-causal families (Fast-dLLM v2, SDAR) run it too, although its window layout is SDLM's
+  (`shift_anchor_dup`), not theirs (`shift_anchor_inside` / `inplace`, absolute block alignment).
+
+Causal engine. Blocks of B slots start right after the prompt and never move. A block is decoded by repeated
 forwards over the window [x[s-1], slot_s, ..., slot_{s+B-2}] (layout `shift_anchor_dup`: the anchor
 is the last committed token, row j predicts slot s+j). Each forward unmasks every still-masked slot
 whose confidence is > threshold, plus at least the most confident one; on the block's
@@ -20,8 +27,9 @@ from dataclasses import dataclass
 import torch
 
 from decoders import register
-from decoders.base import Decoder, DecodeResult, ModelAdapter, check, param
+from decoders.base import Decoder, DecodeResult, DecoderConfigError, ModelAdapter, check, param
 from decoders.batch import Batch, Row, open_batch
+from decoders.canvas import generate_canvas
 from decoders.sampling import choose, make_generator
 
 
@@ -41,9 +49,23 @@ class _Block:
 class BlockDiffusion(Decoder):
     source = "fixed-block diffusion decoding in the style of Fast-dLLM v2 (NVlabs/Fast-dLLM) and SDAR (JetAstra/SDAR)"
     block_size: int = param(4, "an int >= 1")
+    # causal engine: confidence > threshold; canvas engine: >= (Fast-dLLM v1, Dream)
     threshold: float = param(0.9, "a number in [0, 1] (1 = one token per forward)")
-    max_steps_per_block: int = param(0, "an int >= 1, or 0 for block_size (one forward per slot at worst)")
-    confidence: str = param("prob", choices=("prob", "entropy"))
+    max_steps_per_block: int = param(0, "an int >= 1, or 0 for block_size (one forward per slot at worst); "
+                                        "the schedules' forwards per block (LLaDA steps / blocks)")
+    confidence: str = param("prob", "prob | entropy | random (canvas schedules only: LLaDA's random remasking)",
+                            choices=("prob", "entropy", "random"))
+    policy: str = param("threshold", "[canvas] threshold | steps (LLaDA) | timesteps (Dream) | quota (Dream, no blocks)",
+                        choices=("threshold", "steps", "timesteps", "quota"))
+    cache: str = param("none", "[canvas] none | prefix | dual (approximate; decoders/canvas.py)",
+                       choices=("none", "prefix", "dual"))
+    first_slot_ar: bool = param(False, "[canvas] a block's first forward decides its first slot only (Dream block util)")
+    extra_forward: bool = param(False, "[canvas] reference quirk: a cached forward after every refresh (LLaDA)")
+    stop_at_eos: bool = param(True, "[canvas] false = decode the whole canvas as the references do, cut afterwards")
+
+    runs_bidirectional = True
+    CANVAS_DEFAULTS = dict(policy="threshold", cache="none", first_slot_ar=False, extra_forward=False,
+                           stop_at_eos=True)
 
     def validate(self) -> None:
         super().validate()
@@ -52,6 +74,35 @@ class BlockDiffusion(Decoder):
               "a number in [0, 1] (1 = one token per forward)")
         check(self, "max_steps_per_block", isinstance(self.max_steps_per_block, int)
               and 0 <= self.max_steps_per_block, "an int >= 1, or 0 for block_size")
+        for flag in ("first_slot_ar", "extra_forward", "stop_at_eos"):
+            check(self, flag, isinstance(getattr(self, flag), bool), "true or false")
+        check(self, "confidence", self.confidence != "random" or self.policy in ("steps", "timesteps"),
+              "'prob' or 'entropy' with policy threshold/quota ('random' ranks slots; it has no threshold)")
+        check(self, "engine", self.engine == "dynamic" or self.cache == "none",
+              "'dynamic' with cache prefix/dual (the canvas caches are dynamic)")
+
+    def check_model(self, model: ModelAdapter) -> None:
+        super().check_model(model)
+        if self._canvas(model):
+            if self.engine != "dynamic":
+                raise DecoderConfigError(f"{type(self).__name__}: parameter engine={self.engine!r} is invalid on "
+                                         "a bidirectional model; allowed: 'dynamic'")
+            return
+        changed = [k for k, v in self.CANVAS_DEFAULTS.items() if getattr(self, k) != v]
+        if self.confidence == "random":
+            changed.append("confidence")
+        if changed:
+            family = getattr(model, "family", None)
+            raise DecoderConfigError(
+                f"{type(self).__name__}: parameter {changed[0]}={getattr(self, changed[0])!r} applies to "
+                f"bidirectional models only (this model's attention is "
+                f"{family.attention if family else 'causal'}); allowed here: its default "
+                f"{self.CANVAS_DEFAULTS.get(changed[0], 'prob')!r}")
+
+    @staticmethod
+    def _canvas(model: ModelAdapter) -> bool:
+        family = getattr(model, "family", None)
+        return family is not None and family.attention == "bidirectional"
 
     @property
     def needs_mask_token(self) -> bool:
@@ -59,6 +110,8 @@ class BlockDiffusion(Decoder):
 
     def generate(self, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int) -> list[DecodeResult]:
         self.check_model(model)
+        if self._canvas(model):
+            return generate_canvas(self, model, prompts, max_new_tokens)
         B = self.block_size
         mask_id = model.mask_id if B > 1 else -1
         max_steps = self.max_steps_per_block or B

@@ -36,6 +36,7 @@ class Cell:
     max_new_tokens: int = 256
     repeats: int = 1
     add_mask_token: bool = False
+    family: str = ""  # override of the detected model family (decoders/family.py), "" = as detected
     allow_code_exec: bool = False
     name: str = ""  # readable; never part of the reuse key
     origin: str = ""  # where the cell was defined ("sweep.toml: [[sweep]] #2", "-p ..."): for error messages
@@ -50,7 +51,7 @@ class Cell:
 
     def model_key(self) -> tuple:
         """Cells sharing this key share one loaded model."""
-        return (self.model, self.dtype, self.device, self.add_mask_token)
+        return (self.model, self.dtype, self.device, self.add_mask_token, self.family)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

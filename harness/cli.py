@@ -17,7 +17,9 @@ from pathlib import Path
 
 DEFAULT_PRESET = "toy"
 # flags that, next to --sweep/--preset, override that key in every cell
-OVERRIDES = ("model", "dtype", "device", "limit", "batch_size", "max_new_tokens", "repeats", "seed")
+OVERRIDES = ("model", "dtype", "device", "limit", "batch_size", "max_new_tokens", "repeats", "seed", "family")
+FAMILY_HELP = ("override the model family detected from the checkpoint: a name (llada, dream, sdlm, sdar, "
+               "fast-dllm-v2, ar) and/or fact=value pairs, e.g. attention=bidirectional,logits=in-place")
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -84,6 +86,7 @@ def _run_parser(sub) -> None:
     timing.add_argument("--threads", type=parse_threads, metavar="N|auto",
                         help="torch CPU threads (default auto: 1 for small models on few cores, where "
                         "oversubscribed threads spin-wait)")
+    cell.add_argument("--family", help=FAMILY_HELP)
     where = p.add_argument_group("where the cells run (also a sweep's [run] table: executor, ray_address, num_gpus, "
                                  "max_retries; flags win)")
     place = where.add_mutually_exclusive_group()
@@ -123,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--device")
     v.add_argument("--dtype", default="float32", help="default float32: batch invariance is exact only there")
     v.add_argument("--add-mask-token", action="store_true")
+    v.add_argument("--family", help=FAMILY_HELP)
     v.add_argument("--max-new-tokens", type=int, default=32)
     v.add_argument("--block-size", type=int, default=4)
     v.add_argument("--prompt", action="append", help="prompt text, repeatable (default: four built-in prompts)")
@@ -309,7 +313,7 @@ def cmd_list(args) -> int:
 def cmd_verify(args) -> int:
     from harness.verify import verify
 
-    ok = verify(args.model, device=args.device, dtype=args.dtype, add_mask_token=args.add_mask_token,
+    ok = verify(args.model, device=args.device, dtype=args.dtype, add_mask_token=args.add_mask_token, family=args.family,
                 max_new_tokens=args.max_new_tokens, block_size=args.block_size, prompts=args.prompt,
                 decoder_names=args.decoder)
     return 0 if ok else 1

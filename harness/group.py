@@ -48,6 +48,7 @@ class CellReady:
     threads: int
     owed: int  # rows this session will decode
     skipped: int  # rows already stored
+    model_desc: dict  # what the hash was computed from: architecture, dtype, family, weights fingerprint
 
 
 @dataclass
@@ -105,7 +106,7 @@ def _ready(group: list[Prepared], adapter, stored: set, threads: int) -> Iterato
             continue
         jobs, skipped = plan(p, stored)
         yield CellReady(p.index, p.hash, p.params_json, p.model_fields, threads,
-                        sum(len(j.samples) for j in jobs), skipped), jobs
+                        sum(len(j.samples) for j in jobs), skipped, model_desc), jobs
 
 
 def decode_group(group: list[Prepared], adapter, run_id: str, session: int, stored: set, opts: RunOptions, *,
@@ -255,6 +256,7 @@ class Sink:
     tallies: dict[tuple, CellTally] = field(default_factory=dict)
     placement: dict[str, list[str]] = field(default_factory=dict)  # cell name -> ["node accelerator", ...]
     threads: dict[str, int] = field(default_factory=dict)  # cell hash -> torch threads it ran with
+    models: list[dict] = field(default_factory=list)  # each loaded model's description, once
     duplicates: int = 0  # rows dropped because their key was stored already
 
     def take_all(self, events: Iterable) -> None:
@@ -268,6 +270,8 @@ class Sink:
             self.result.rows_skipped += ev.skipped
             self.progress.expect(p.label, ev.owed)
             self.threads[ev.hash] = ev.threads
+            if ev.model_desc not in self.models:
+                self.models.append(ev.model_desc)
         elif isinstance(ev, CellFailed):
             self.fail(p, ev.hash, ev.stage, ev.error_type, ev.message, ev.traceback, ev.repeat)
         elif isinstance(ev, BatchDone):

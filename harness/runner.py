@@ -220,7 +220,8 @@ def default_loader(cell: Cell):
     from harness.models import load_model
 
     return load_model(cell.model, device=None if cell.device == "auto" else cell.device,
-                      dtype=None if cell.dtype == "auto" else cell.dtype, add_mask_token=cell.add_mask_token)
+                      dtype=None if cell.dtype == "auto" else cell.dtype, add_mask_token=cell.add_mask_token,
+                      family=cell.family or None)
 
 
 # the RunOptions a --resume keeps (flags still win: a Ray run can be resumed locally and vice versa)
@@ -299,7 +300,7 @@ def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, arg
             status = "interrupted" if result.interrupted else ("done_with_failures" if result.failures else "done")
         manifest.end_session(run_dir, session, status, rows_written=result.rows_written,
                              rows_skipped=result.rows_skipped, n_failures=len(result.failures),
-                             placement=sink.placement if sink else {},
+                             placement=sink.placement if sink else {}, models=sink.models if sink else [],
                              threads={p.cell.model: sink.threads[p.hash] for p in prepared
                                       if sink and p.hash in sink.threads},
                              **(cluster.session_log() if cluster else {}))

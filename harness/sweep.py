@@ -41,6 +41,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from decoders.family import override_error
 from harness.cells import DTYPES, Cell
 
 # cell key -> (python type, check, what is allowed)
@@ -58,6 +59,8 @@ CELL_KEYS: dict[str, tuple[type, Any, str]] = {
     "max_new_tokens": (int, *_POS),
     "repeats": (int, *_POS),
     "add_mask_token": (bool, None, "true or false"),
+    "family": (str, lambda v: override_error(v) is None,
+               "a model family name (llada, dream, sdlm, ...) and/or fact=value pairs, comma-separated"),
     "allow_code_exec": (bool, None, "true or false"),
 }
 GROUP_KEYS = set(CELL_KEYS) | {"name", "params", "zip"}

@@ -160,17 +160,45 @@ def encode_prompts(adapter, texts: list[str]) -> list[list[int]]:
     return [list(adapter.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
 
 
-def verify(model: str, *, device=None, dtype=None, add_mask_token=False, max_new_tokens=32, block_size=4,
-           prompts: list[str] | None = None, decoder_names: list[str] | None = None, echo=print) -> bool:
-    from harness.models import load_model
+def id_prompts(adapter, lengths=(5, 14, 9, 1)) -> list[list[int]]:
+    """Seeded random id prompts for a checkpoint that ships no tokenizer (mask and EOS ids avoided)."""
+    import torch
 
-    adapter = load_model(model, device=device, dtype=dtype, add_mask_token=add_mask_token)
+    gen = torch.Generator().manual_seed(0)
+    vocab = adapter.hf_model.get_input_embeddings().weight.shape[0]
+    special = {adapter.mask_id, *adapter.eos_ids, adapter.pad_id}
+    out = []
+    for n in lengths:
+        ids = torch.randint(0, vocab, (4 * n,), generator=gen).tolist()
+        out.append([i for i in ids if i not in special][:n])
+    return out
+
+
+def family_line(adapter) -> str:
+    f = adapter.family
+    return (f"family {f.name}: attention {f.attention}, logits {f.logits}, mask id {f.mask_id}, "
+            f"blocks {f.block_alignment}" + (f", trained block {f.block_size}" if f.block_size else ""))
+
+
+def verify(model: str, *, device=None, dtype=None, add_mask_token=False, max_new_tokens=32, block_size=4,
+           prompts: list[str] | None = None, decoder_names: list[str] | None = None, echo=print,
+           family: str | None = None) -> bool:
+    from harness.models import MissingTokenizer, load_model
+
+    adapter = load_model(model, device=device, dtype=dtype, add_mask_token=add_mask_token, family=family)
     echo(f"verifying {adapter.name} on {adapter.device} ({str(adapter.dtype).removeprefix('torch.')}), "
          f"{max_new_tokens} new tokens, block size {block_size}")
+    echo(family_line(adapter))
     if str(adapter.dtype) != "torch.float32":
         echo("note: batch invariance is exact only in float32 (use --dtype float32)")
-    checks = run_checks(adapter, encode_prompts(adapter, prompts or DEFAULT_PROMPTS), max_new_tokens, block_size,
-                        decoder_names)
+    if isinstance(adapter.tokenizer, MissingTokenizer):
+        if prompts:
+            raise ValueError(f"model {model!r} has no tokenizer: --prompt text cannot be encoded")
+        echo("no tokenizer: seeded random id prompts")
+        ids = id_prompts(adapter)
+    else:
+        ids = encode_prompts(adapter, prompts or DEFAULT_PROMPTS)
+    checks = run_checks(adapter, ids, max_new_tokens, block_size, decoder_names)
     for c in checks:
         echo(c.line())
     failed = [c for c in checks if c.status == "FAIL"]

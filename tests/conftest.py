@@ -147,3 +147,32 @@ def tiny_diffusion_gemma(seed: int = 0, canvas_length: int = 8):
 @pytest.fixture(scope="session")
 def tiny_dgemma() -> HFModelAdapter:
     return HFModelAdapter(tiny_diffusion_gemma(), tiny_tokenizer(), name="tiny-diffusion-gemma")
+
+
+# The reference-format diffusion fixtures (LLaDA / Dream, no tokenizer) live in ../shared/fixtures beside
+# the repository in CI; $PDBENCH_FIXTURES points elsewhere, else they sit beside $PDBENCH_DATA (the same
+# shared folder). Tests that need them skip with the reason when they are absent.
+FIXTURES = Path(os.environ.get("PDBENCH_FIXTURES") or (
+    Path(os.environ["PDBENCH_DATA"]).parent / "fixtures" if os.environ.get("PDBENCH_DATA")
+    else REPO.parent / "shared" / "fixtures"))
+
+
+def refmodel_dir(name: str) -> Path:
+    path = FIXTURES / "refmodels" / name
+    if not (path / "config.json").exists():
+        pytest.skip(f"reference fixture {path} is absent (set PDBENCH_FIXTURES)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def llada_tiny():
+    from harness.models import load_model
+
+    return load_model(str(refmodel_dir("llada-tiny")), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def dream_tiny():
+    from harness.models import load_model
+
+    return load_model(str(refmodel_dir("dream-tiny")), device="cpu", dtype="float32")

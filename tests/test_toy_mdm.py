@@ -68,3 +68,30 @@ def test_shipped_mdm_checkpoint_is_small_and_bidirectional():
     config = json.loads((MDM / "config.json").read_text())
     assert (config["pdbench_family"], config["architectures"]) == ("dream", ["Qwen2ForCausalLM"])
     assert "text_mask_token_id" not in config  # not an SDLM-family model any more
+
+
+# (policy params, cache) -> (min accuracy, min mean tokens per forward) on the first 30 toy-code test
+# problems; measured values in the comments, floors a margin below (toy/TRAINING-mdm.md has the 100-problem run)
+FLOORS = {
+    (("policy", "steps"), ("max_steps_per_block", 16)): (0.75, 0.6),  # 0.83 (25/30), TPF 0.68 (none and dual)
+    (("policy", "threshold"), ("threshold", 0.9)): (0.75, 5.3),  # 0.83, TPF 5.95 (none) / 5.96 (dual)
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (MDM / "config.json").exists(), reason="pdbench-toy-mdm not shipped")
+@pytest.mark.parametrize("cache", ["none", "dual"])
+@pytest.mark.parametrize("params", list(FLOORS), ids=["llada-steps", "threshold-0.9"])
+def test_shipped_mdm_accuracy_floors(params, cache):
+    import suites
+    from toy.evaluate import decode_and_grade
+
+    adapter = load_model("pdbench-toy-mdm", device="cpu", dtype="float32")
+    suite = suites.get("toy-code", limit=30, allow_code_exec=True)
+    samples = list(suite.samples())
+    prompts = [suite.render(s, adapter.tokenizer) for s in samples]
+    decoder = decoders.get("block-diffusion", block_size=16, cache=cache, **dict(params))
+    results, accuracy, _ = decode_and_grade(adapter, suite, samples, prompts, decoder, 64, 10)
+    min_acc, min_tpf = FLOORS[params]
+    assert accuracy >= min_acc
+    assert sum(r.tpf for r in results) / len(results) >= min_tpf

@@ -8,6 +8,10 @@
     bookkeeping  sum(accepted) == n_tokens, len(accepted) == len(step_s), and a batch-1 run's
                  n_forward == the adapter's own forward count
 
+It first prints the model family (decoders/family.py) the checks run under; decoders that cannot run
+the family (causal decoders on a bidirectional model) are SKIPped with the reason, and a checkpoint
+without a tokenizer gets seeded random id prompts.
+
 Threshold decoders on a real model may differ where a confidence sits within ~1e-4 of τ (a knife
 edge, DESIGN.md); such a FAIL names the first diverging position so it can be inspected.
 """
@@ -170,7 +174,8 @@ def family_line(adapter) -> str:
 def verify(model: str, *, device=None, dtype=None, add_mask_token=False, max_new_tokens=32, block_size=4,
            prompts: list[str] | None = None, decoder_names: list[str] | None = None, echo=print,
            family: str | None = None) -> bool:
-    from harness.models import MissingTokenizer, load_model
+    from harness.convert import MissingTokenizer
+    from harness.models import load_model
 
     adapter = load_model(model, device=device, dtype=dtype, add_mask_token=add_mask_token, family=family)
     echo(f"verifying {adapter.name} on {adapter.device} ({str(adapter.dtype).removeprefix('torch.')}), "

@@ -58,7 +58,7 @@ def time_modes(adapter, context: int, gen: int, block: int, repeats: int) -> dic
 
 def speed_table(model: str, contexts: list[int], gen: int, block: int, repeats: int) -> str:
     adapter = load_model(model, device="cpu", dtype="float32")
-    lines = [f"| context | none ms/fwd | prefix ms/fwd | dual ms/fwd | dual speedup | none / prefix / dual ms per token |",
+    lines = ["| context | none ms/fwd | prefix ms/fwd | dual ms/fwd | dual speedup | none / prefix / dual ms per token |",
              "|---|---|---|---|---|---|"]
     for ctx in contexts:
         t = time_modes(adapter, ctx, gen, block, repeats)

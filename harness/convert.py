@@ -65,6 +65,9 @@ LLADA_KEYS = [
 ]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 class ConversionError(ValueError):
     """The checkpoint's config or weights are outside what the conversion knows (listed)."""
 
@@ -190,3 +193,39 @@ def load_converted(path: str, fmt: str, config: dict, *, dtype: torch.dtype, att
     if left:  # the pre-check makes this unreachable unless transformers renames differently
         raise ConversionError(f"{path}: loading left {left}")
     return model
+
+
+def has_tokenizer(path: str) -> bool:
+    """False for a local folder with no tokenizer files (hub ids are assumed to have one)."""
+    return not Path(path).is_dir() or any((Path(path) / f).exists() for f in TOKENIZER_FILES)
+
+
+def stock_tokenizer(path: str):
+    """A tokenizer whose class only remote code defines (Dream's DreamTokenizer is a Qwen2 byte-level
+    BPE), loaded from its files with a stock class, as the weights are."""
+    from transformers import PreTrainedTokenizerFast, Qwen2Tokenizer
+
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(path)  # when it ships a tokenizer.json
+    except (OSError, ValueError):
+        return Qwen2Tokenizer.from_pretrained(path)  # vocab.json + merges.txt
+
+
+class MissingTokenizer:
+    """Stands in for the tokenizer of a checkpoint that ships none (the reference fixtures): decoders
+    work on ids and never touch it; anything that needs text (a suite rendering prompts) gets this
+    error instead of an obscure one. getattr(x, name, default) still returns the default."""
+
+    def __init__(self, model: str):
+        self._model = model
+
+    def __getattr__(self, name):
+        raise AttributeError(f"model {self._model!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): "
+                             "decoders run on token ids, but running a suite needs a tokenizer; copy the "
+                             "original model's tokenizer files into the checkpoint folder")
+
+    def __call__(self, *args, **kwargs):
+        return self.__getattr__("__call__")
+
+    def __bool__(self) -> bool:
+        return False

@@ -128,53 +128,22 @@ def pick_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.devi
     return dev, names[dtype]
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-class MissingTokenizer:
-    """Stands in for the tokenizer of a checkpoint that ships none (the reference fixtures): decoders
-    work on ids and never touch it; anything that needs text (a suite rendering prompts) gets this
-    error instead of an obscure one. getattr(x, name, default) still returns the default."""
-
-    def __init__(self, model: str):
-        self._model = model
-
-    def __getattr__(self, name):
-        raise AttributeError(f"model {self._model!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): "
-                             "decoders run on token ids, but running a suite needs a tokenizer; copy the "
-                             "original model's tokenizer files into the checkpoint folder")
-
-    def __call__(self, *args, **kwargs):
-        return self.__getattr__("__call__")
-
-    def __bool__(self) -> bool:
-        return False
-
-
 def load_tokenizer(path: str, gguf_file: str | None = None):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    if gguf_file is None and Path(path).is_dir() and not any((Path(path) / f).exists() for f in TOKENIZER_FILES):
-        return None
+    from harness import convert
 
-    from harness.convert import read_json
-
-    declared = None if gguf_file else read_json(path, "tokenizer_config.json")  # a local dir or a hub id
+    if gguf_file is None and not convert.has_tokenizer(path):
+        return None  # id-level use only (the reference fixtures); the adapter says so if text is needed
+    declared = None if gguf_file else convert.read_json(path, "tokenizer_config.json")  # local dir or hub id
     if declared is not None:
         # transformers 5's AutoTokenizer maps model_type qwen2 to Qwen2Tokenizer and rebuilds the
         # pre-tokenizer; a checkpoint that declares the generic fast class (saved as
         # "TokenizersBackend" since transformers 5) must get exactly its own tokenizer.json.
         if declared.get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES:
             return PreTrainedTokenizerFast.from_pretrained(path)
-        if "AutoTokenizer" in (declared.get("auto_map") or {}):
-            # a tokenizer class only remote code defines (Dream's DreamTokenizer, a Qwen2 byte-level BPE):
-            # load its files with a stock class instead, as the weights are (harness/convert.py)
-            from transformers import Qwen2Tokenizer
-
-            try:
-                return PreTrainedTokenizerFast.from_pretrained(path)  # needs a tokenizer.json
-            except (OSError, ValueError):
-                return Qwen2Tokenizer.from_pretrained(path)  # vocab.json + merges.txt
+        if "AutoTokenizer" in (declared.get("auto_map") or {}):  # remote code: Dream's tokenizer
+            return convert.stock_tokenizer(path)
     return AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
 
 
@@ -290,6 +259,8 @@ class HFModelAdapter:
         self.family = detect_family(hf_model.config, self.mask_id, family)
         self.mask_id = self.family.mask_id  # an override may set it
         if tokenizer is None:
+            from harness.convert import MissingTokenizer
+
             self.tokenizer = MissingTokenizer(name)
         # Every call of the wrapped model is counted and timed by hooks on it, so a decoder that runs
         # the model's own generate() is measured exactly like one that calls forward() here.

@@ -9,6 +9,10 @@
     bookkeeping  sum(accepted) == n_tokens, len(accepted) == len(step_s), and a batch-1 run's
                  n_forward == the adapter's own forward count
 
+It first prints the model family (decoders/family.py) the checks run under; decoders that cannot run
+the family (causal decoders on a bidirectional model) are SKIPped with the reason, and a checkpoint
+without a tokenizer gets seeded random id prompts.
+
 Threshold decoders on a real model may differ where a confidence sits within ~1e-4 of τ (a knife
 edge, DESIGN.md); such a FAIL names the first diverging position so it can be inspected.
 """
@@ -100,12 +104,12 @@ def run_checks(adapter, prompts: list[list[int]], max_new_tokens: int = 32, bloc
         except AssertionError as e:
             checks.append(Check("bookkeeping", subject, "FAIL", str(e)))
             continue
-        uncached = _variant(name, params, use_cache=False)
+        uncached = _variant(name, params, adapter, use_cache=False)
         checks.append(_compare("cache", subject, rows, [_tokens(uncached, adapter, [p], max_new_tokens)[0] for p in prompts],
                                "cached vs uncached") if uncached else Check("cache", subject, "SKIP", "no uncached mode"))
         checks.append(_compare("batch", subject, _tokens(dec, adapter, prompts, max_new_tokens), rows,
                                f"batch of {len(prompts)} vs one at a time"))
-        static = _variant(name, params, engine="static")
+        static = _variant(name, params, adapter, engine="static")
         checks.append(_compare("static", subject, _tokens(static, adapter, prompts, max_new_tokens),
                                _tokens(dec, adapter, prompts, max_new_tokens), "static-shape vs dynamic cache")
                       if static else Check("static", subject, "SKIP", "no static engine"))
@@ -127,14 +131,17 @@ def run_checks(adapter, prompts: list[list[int]], max_new_tokens: int = 32, bloc
     return checks
 
 
-def _variant(name: str, params: dict, **changes):
-    """The decoder with `changes`, or None when it does not offer them (e.g. diffusion-gemma uncached)."""
+def _variant(name: str, params: dict, adapter, **changes):
+    """The decoder with `changes`, or None when it does not offer them (diffusion-gemma uncached) or not
+    on this model (the canvas engine of bidirectional models has no static path)."""
     import decoders
 
     try:
-        return decoders.get(name, **params, **changes)
+        variant = decoders.get(name, **params, **changes)
+        variant.check_model(adapter)
     except decoders.DecoderConfigError:
         return None
+    return variant
 
 
 def _hf_greedy(adapter, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
@@ -183,7 +190,8 @@ def family_line(adapter) -> str:
 def verify(model: str, *, device=None, dtype=None, add_mask_token=False, max_new_tokens=32, block_size=4,
            prompts: list[str] | None = None, decoder_names: list[str] | None = None, echo=print,
            family: str | None = None) -> bool:
-    from harness.models import MissingTokenizer, load_model
+    from harness.convert import MissingTokenizer
+    from harness.models import load_model
 
     adapter = load_model(model, device=device, dtype=dtype, add_mask_token=add_mask_token, family=family)
     echo(f"verifying {adapter.name} on {adapter.device} ({str(adapter.dtype).removeprefix('torch.')}), "

@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.convert import ConversionError
-from harness.models import MissingTokenizer, load_model
+from harness.convert import ConversionError, MissingTokenizer
+from harness.models import load_model
 from tests.conftest import refmodel_dir
 
 PROMPT = [17239, 64575, 82527, 18615, 36088]

@@ -85,3 +85,15 @@ def test_the_run_manifest_records_the_models_family(tmp_path, fake_suites):
     assert (res.rows_written, res.failures) == (2, [])
     (model,) = json.loads((tmp_path / "manifest.json").read_text())["sessions"][0]["models"]
     assert (model["family"]["name"], model["family"]["attention"]) == ("llada", "bidirectional")
+
+
+def test_verify_shows_the_family_and_runs_a_tokenizerless_bidirectional_checkpoint():
+    from harness.verify import verify
+    from tests.conftest import refmodel_dir
+
+    lines: list[str] = []
+    assert verify(str(refmodel_dir("llada-tiny")), max_new_tokens=6, echo=lines.append)
+    text = "\n".join(lines)
+    assert "family llada: attention bidirectional, logits in-place, mask id 126336" in text
+    assert "no tokenizer: seeded random id prompts" in text
+    assert "PASS  batch        block-diffusion" in text and "SKIP  all          ar" in text

@@ -1,23 +1,29 @@
-"""Train the toy masked-diffusion model (pdbench-toy-mdm): a bidirectional LLaDA-style model on the
+"""Train the toy masked-diffusion model (pdbench-toy-mdm): a bidirectional diffusion LM on the
 synthetic suites, CPU, seeded. Run from the repo root:
 
     python -m toy.train_mdm --out /tmp/mdm            # the shipped recipe (all defaults)
     python -m toy.train_mdm --out /tmp/mdm --steps 300 --eval-n 20
+    python -m toy.train_mdm --out /tmp/mdm --init "" --logits in-place   # LLaDA from scratch (fails here)
 
 Objective: LLaDA's (specs/block_diffusion.md §3.1). Each example is the rendered prompt and an answer
 region of exactly --gen-len slots: the response, <|im_end|>, then <|endoftext|> filler, as the
-decoder's canvas will hold it. A ratio t ~ U(1e-3, 1] is drawn per example, each answer slot is replaced
-by the mask token with probability t, and the loss is the cross-entropy on the masked slots, weighted
-1/t, summed and divided by the answer length per example (LLaDA's SFT form). A share --prompt-mask-frac
-of the examples noise the prompt as well and divide by the whole length (LLaDA's pre-training form):
-predicting a masked prompt name from the answer trains the same copying that the answer needs.
-Attention is fully bidirectional inside an example (packed rows get a block-diagonal mask, positions
-restart per example); logits are read in place (the row of a slot scores that slot).
+decoder's canvas will hold it. A ratio t ~ U(1e-3, 1] is drawn per example (stratified across
+examples, see `ratios`), each answer slot is replaced by the mask token with probability t, and the
+loss is the cross-entropy on the masked slots, weighted 1/t, summed and divided by the answer length
+per example (LLaDA's SFT form). A share --prompt-mask-frac of the examples noise the prompt as well and
+divide by the whole length (LLaDA's pre-training form). Attention is fully bidirectional inside an
+example (packed rows get a block-diagonal mask, positions restart per example).
 
-The checkpoint is a stock LlamaForCausalLM whose config says `pdbench_family = "llada"` (the harness
-reads the family from it: bidirectional, in place) and `mask_token_id`. The tokenizer is the shipped
-pdbench-toy's (the same ids and chat template). Writes the checkpoint, train_log.jsonl and run.json
-(command, config, wall and process CPU time, size) into --out; nothing here writes into the package.
+Initialisation (--init): Dream's recipe at toy scale. The model starts from the causal pdbench-toy
+(same tokenizer and chat template) and keeps its next-token head, so logits are read shifted (row p-1
+scores slot p: the Dream family). From random weights (--init "", LLaDA's in-place logits) three runs
+of up to 5000 steps learned the answer templates but never copied names or numbers from the prompt
+(0 % on toy-code; toy/TRAINING-mdm.md); from the causal toy, 1000 steps reach 90 %.
+
+The checkpoint's config says `pdbench_family` ("dream" or "llada"; the harness reads the family from
+it) and `mask_token_id`. Writes the checkpoint, train_log.jsonl (loss, time, and every --probe-every
+steps `copy_acc`: copying from the prompt, see `copy_probe`) and run.json (command, config, wall and
+process CPU time, size) into --out; nothing here writes into the package.
 """
 
 from __future__ import annotations

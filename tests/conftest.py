@@ -149,12 +149,12 @@ def tiny_dgemma() -> HFModelAdapter:
     return HFModelAdapter(tiny_diffusion_gemma(), tiny_tokenizer(), name="tiny-diffusion-gemma")
 
 
-# The reference-format diffusion fixtures (LLaDA / Dream, no tokenizer) live in ../shared/fixtures beside
-# the repository in CI; $PDBENCH_FIXTURES points elsewhere, else they sit beside $PDBENCH_DATA (the same
-# shared folder). Tests that need them skip with the reason when they are absent.
+# The reference-format diffusion fixtures (LLaDA / Dream checkpoints written by the reference code, and
+# the reference decoders' golden outputs) are not in the repository: $PDBENCH_FIXTURES names their
+# folder, else they are looked for beside $PDBENCH_DATA (CI keeps both in one shared folder). Tests that
+# need them skip with the reason when they are absent.
 FIXTURES = Path(os.environ.get("PDBENCH_FIXTURES") or (
-    Path(os.environ["PDBENCH_DATA"]).parent / "fixtures" if os.environ.get("PDBENCH_DATA")
-    else REPO.parent / "shared" / "fixtures"))
+    Path(os.environ["PDBENCH_DATA"]).parent / "fixtures" if os.environ.get("PDBENCH_DATA") else "$PDBENCH_FIXTURES"))
 
 
 def refmodel_dir(name: str) -> Path:

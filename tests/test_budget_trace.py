@@ -79,7 +79,4 @@ def test_trace_records_each_committed_position_once(tiny_qwen2, tiny_dgemma, pro
         assert [len(step["pos"]) for step in r.trace] == r.accepted
         assert sorted(pos for step in r.trace for pos in step["pos"]) == list(range(len(r.tokens)))
         confs = [c for step in r.trace for c in step["conf"]]
-        if name == "block-diffusion":  # it does not pass confidences (yet): positions only
-            assert all(c is None for c in confs)
-        else:
-            assert all(0.0 <= c <= 1.0 for c in confs)
+        assert all(0.0 <= c <= 1.0 for c in confs)

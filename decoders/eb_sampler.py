@@ -15,6 +15,11 @@ little. The first slot always qualifies (its left side is 0): at least one per f
 entropy_bound = 0 decides one slot per forward (two only if one has zero entropy), which is
 `block-diffusion` at threshold 1 with the same `confidence`. On the block's last allowed forward
 (max_steps_per_block) every open slot is decided, as block-diffusion does.
+
+The bound leaves the largest entropy in U unbounded: with few slots per block (the toy's 4) one
+uncertain slot is decided beside near-certain ones. `subtract_max = false` bounds the plain sum,
+sum_{i in U} H_i <= entropy_bound (at least one slot), SDAR's `entropy_bounded` reading of the same
+sampler (specs/block_diffusion.md §3.5); it is its own AUP family.
 """
 
 from __future__ import annotations
@@ -29,14 +34,17 @@ from decoders.block_diffusion import BlockEngine
 from decoders.unmask import Step
 
 
-def entropy_bounded(conf: torch.Tensor, entropy: torch.Tensor, open_: torch.Tensor, bound: float) -> torch.Tensor:
+def entropy_bounded(conf: torch.Tensor, entropy: torch.Tensor, open_: torch.Tensor, bound: float,
+                    subtract_max: bool = True) -> torch.Tensor:
     """conf, entropy [A, n], open_ [A, n] bool -> [A, n] bool: the longest prefix of the open slots in
-    confidence order (ties: the lower slot) whose entropies sum to at most `bound` plus their largest."""
+    confidence order (ties: the lower slot) whose entropies sum to at most `bound` (plus their largest
+    when subtract_max), and at least the first."""
     order = conf.masked_fill(~open_, float("-inf")).argsort(dim=-1, descending=True, stable=True)  # [A, n]
     is_open = open_.gather(-1, order)
     h = entropy.gather(-1, order).masked_fill(~is_open, 0.0)  # [A, n] in decision order
-    fits = (h.cumsum(-1) - h.cummax(-1).values <= bound) & is_open
-    k = fits.long().cumprod(-1).sum(-1)  # [A]: the prefix length (the left side only grows along it)
+    total = h.cumsum(-1) - (h.cummax(-1).values if subtract_max else 0.0)  # only grows along the order
+    fits = (total <= bound) & is_open
+    k = fits.long().cumprod(-1).sum(-1).clamp_min(1)  # [A]: the prefix length, at least one slot
     return unmask.top_k_open(conf, open_, k)
 
 
@@ -45,6 +53,8 @@ def entropy_bounded(conf: torch.Tensor, entropy: torch.Tensor, open_: torch.Tens
 class EBSampler(BlockEngine):
     source = "EB-sampler, entropy-bounded unmasking (Ben-Hamu et al. 2025, arXiv 2505.24857)"
     entropy_bound: float = param(0.1, "a number >= 0, in nats (0 = one token per forward)")
+    subtract_max: bool = param(True, "true: sum H - max H <= bound (the paper, DiffusionGemma) | false: sum H <= bound "
+                                     "(SDAR's entropy_bounded)")
     confidence: str = param("entropy", "entropy (lowest entropy first) | prob (highest p first): the order slots "
                                        "are taken in", choices=("entropy", "prob"))
 
@@ -52,9 +62,10 @@ class EBSampler(BlockEngine):
         super().validate()
         check(self, "entropy_bound", isinstance(self.entropy_bound, (int, float))
               and not isinstance(self.entropy_bound, bool) and self.entropy_bound >= 0, "a number >= 0 (nats)")
+        check(self, "subtract_max", isinstance(self.subtract_max, bool), "true or false")
 
     def select(self, s: Step) -> torch.Tensor:
         probs = unmask.distribution(s.logits, self.temperature, self.top_p, self.top_k)  # [A, k, V]
         entropy = s.per_slot(-(probs * probs.clamp_min(1e-30).log()).sum(-1))  # [A, n] nats
-        take = entropy_bounded(s.conf, entropy, s.open, float(self.entropy_bound))
+        take = entropy_bounded(s.conf, entropy, s.open, float(self.entropy_bound), self.subtract_max)
         return take | (s.open & s.last[:, None])

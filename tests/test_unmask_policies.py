@@ -53,6 +53,10 @@ def test_entropy_bounded_takes_the_longest_prefix_under_the_bound():
     assert entropy_bounded(conf, H, open_, 0.12).tolist() == [[True, False, True, False]]
     assert entropy_bounded(conf, H, open_, 0.2).tolist() == [[True, False, True, True]]
     assert entropy_bounded(conf, H, open_, 0.4).tolist() == [[True, True, True, True]]
+    # the plain sum (subtract_max=False): 0.1, 0.3, 0.35, 0.65 along the order; at least one slot
+    assert entropy_bounded(conf, H, open_, 0.05, subtract_max=False).tolist() == [[True, False, False, False]]
+    assert entropy_bounded(conf, H, open_, 0.32, subtract_max=False).tolist() == [[True, False, True, False]]
+    assert entropy_bounded(conf, H, open_, 0.5, subtract_max=False).tolist() == [[True, False, True, True]]
     # a closed slot is skipped, whatever its confidence; a row with none open decides nothing
     closed0 = torch.tensor([[False, True, True, True], [False, False, False, False]])
     assert entropy_bounded(conf.expand(2, 4), H.expand(2, 4), closed0, 0.12).tolist() == [
@@ -68,6 +72,8 @@ def test_eb_sampler_reads_entropies_from_the_logits():
     assert taken(eb(0.5), make_step(probs)) == [[True, False, True]]
     assert taken(eb(0.8), make_step(probs)) == [[True, True, True]]
     assert taken(eb(0.0), make_step(probs, step=7)) == [[True, True, True]]  # the block's last allowed forward
+    plain_sum = decoders.get("eb-sampler", entropy_bound=0.5, confidence="prob", subtract_max=False)
+    assert taken(plain_sum, make_step(probs)) == [[False, False, True]]  # H_C + ln 2 > 0.5
 
 
 def test_margin_is_the_gap_between_the_two_best_tokens():
@@ -159,6 +165,7 @@ def model(request):
 POLICIES = [
     ("eb-sampler", dict(block_size=4, entropy_bound=1.0)),
     ("eb-sampler", dict(block_size=8, entropy_bound=3.0, confidence="prob")),
+    ("eb-sampler", dict(block_size=4, entropy_bound=4.0, subtract_max=False)),
     ("credit-threshold", dict(block_size=4, threshold=0.5)),
     ("credit-threshold", dict(block_size=8, threshold=0.4, boost_gamma=1.0, decay_beta=1.0)),
     ("sub-block", dict(block_size=8, sub_block_size=3, threshold=0.3)),
@@ -219,6 +226,7 @@ DEGENERATE = [
     # entropy bound 0: one slot per forward, the most confident first = threshold 1
     (("eb-sampler", dict(entropy_bound=0.0, confidence="prob")), dict(threshold=1.0)),
     (("eb-sampler", dict(entropy_bound=0.0, confidence="entropy")), dict(threshold=1.0, confidence="entropy")),
+    (("eb-sampler", dict(entropy_bound=0.0, subtract_max=False)), dict(threshold=1.0, confidence="entropy")),
     # no credit: the plain threshold rule; threshold 0: the whole block at the first forward
     (("credit-threshold", dict(credit_alpha=0.0, threshold=0.3)), dict(threshold=0.3)),
     (("credit-threshold", dict(threshold=0.0)), dict(threshold=0.0)),
@@ -278,6 +286,7 @@ def test_sampling_is_seeded(tiny_qwen2, prompts, name, params):
     ("eb-sampler", dict(entropy_bound=-0.1), "entropy_bound=-0.1", "a number >= 0"),
     ("eb-sampler", dict(entropy_bound=True), "entropy_bound=True", "a number >= 0"),
     ("eb-sampler", dict(confidence="random"), "confidence='random'", "'entropy' | 'prob'"),
+    ("eb-sampler", dict(subtract_max="yes"), "subtract_max='yes'", "true or false"),
     ("credit-threshold", dict(threshold=1.5), "threshold=1.5", "in [0, 1]"),
     ("credit-threshold", dict(credit_alpha=-1), "credit_alpha=-1", "a number >= 0"),
     ("credit-threshold", dict(boost_gamma=-0.5), "boost_gamma=-0.5", "a number >= 0"),

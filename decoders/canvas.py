@@ -15,6 +15,12 @@ Caches (`cache`; approximate, because in a bidirectional model every KV depends 
     dual    as prefix, and the later forwards feed the block alone against the refresh's KV of the
             prefix and of the suffix after the block (Fast-dLLM v1 DualCache). Stale likewise.
 Each block's refresh is one more full forward, so the caches pay off with several forwards per block.
+
+Which open slots a forward decides is the decoder's policy, `dec.select(Step)` (decoders/unmask.py),
+the same call the causal engine makes. Budget and trace, as decoders/batch.py gives the other engines:
+a row that took part in `max_nfe` forwards with slots still open stops (finish "nfe_cap"; its output is
+its decided prefix), and with `trace` each forward records the output positions it decided that made
+it into the output, with the policy's confidence in each.
 A shifted model whose block start may still be open feeds one more token on the left (the row that
 scores the block's first slot), whose cached KV is then not used.
 
@@ -50,10 +56,12 @@ class CanvasRow:
     prompt: list[int]
     slots: list[int]  # the generated region: token ids, mask id where open
     decided: list[int]  # per slot: the adapter's index of the forward that decided it, -1 while open
+    conf: list[float]  # per slot: the policy's confidence when it was decided (nan while open)
     forwards: list[int] = field(default_factory=list)  # adapter indices of the forwards it took part in
-    carry: int = 0  # quota policy: allowance left unused by earlier forwards
+    state: dict = field(default_factory=dict)  # the policy's (Step.state), kept for the whole generate()
     gen: torch.Generator | None = None  # the row's own random stream: a row draws the same alone or batched
     done: bool = False
+    capped: bool = False  # stopped by max_nfe with slots still open
     ttft_s: float = float("nan")
     e2e_s: float = float("nan")
 
@@ -76,7 +84,7 @@ class Layout:
 
 
 def generate_canvas(dec, model: ModelAdapter, prompts: list[list[int]], max_new_tokens: int) -> list[DecodeResult]:
-    """`dec` is a BlockDiffusion decoder; its fields are documented there."""
+    """`dec` is a BlockEngine (decoders/block_diffusion.py); its fields are documented there."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     G, family = max_new_tokens, model.family
@@ -85,7 +93,7 @@ def generate_canvas(dec, model: ModelAdapter, prompts: list[list[int]], max_new_
     mode = dec.cache if dec.use_cache else "none"
     lead = 1 if family.shifted and not dec.first_slot_ar else 0  # see the module docstring
     shift = 1 if family.shifted else 0
-    rows = [CanvasRow(i, list(p), [model.mask_id] * G, [-1] * G) for i, p in enumerate(prompts)]
+    rows = [CanvasRow(i, list(p), [model.mask_id] * G, [-1] * G, [float("nan")] * G) for i, p in enumerate(prompts)]
     if dec.temperature > 0 or dec.confidence == "random":
         for r in rows:
             r.gen = make_generator(model.device, dec.seed)
@@ -128,29 +136,31 @@ def generate_canvas(dec, model: ModelAdapter, prompts: list[list[int]], max_new_
                 logits = model.forward(lay.ids[idx, w0:w1], lay.pos[idx, w0:w1],
                                        vis[:, None, :].expand(len(members), w1 - w0, vis.shape[1]), cache, keep)
             forward_index = model.n_forward - 1
-            take, tokens = _decide(dec, [group[m] for m in members], logits, open_, scored, step, steps)
+            take, tokens, conf = _decide(dec, [group[m] for m in members], logits, open_, scored, step, steps, lo)
             now = time.perf_counter() - t0
             for a, m in enumerate(members):
                 r = group[m]
                 r.forwards.append(forward_index)
                 for j in take[a].nonzero().flatten().tolist():
-                    r.slots[lo + j], r.decided[lo + j] = int(tokens[a, j]), forward_index
+                    r.slots[lo + j], r.decided[lo + j], r.conf[lo + j] = int(tokens[a, j]), forward_index, float(conf[a, j])
                     lay.ids[m, lay.g0 + lo + j] = int(tokens[a, j])
                     if lo + j == 0:
                         r.ttft_s = now
                 r.e2e_s = now
                 if dec.stop_at_eos and _eos_prefix(r, model.eos_ids):
                     r.done = True
+                elif dec.max_nfe and len(r.forwards) >= dec.max_nfe and any(d < 0 for d in r.decided):
+                    r.done = r.capped = True  # the budget is spent with slots still open
             step += 1
             quirk = dec.extra_forward and mode != "none" and step == 1  # one cached forward after the refresh
             members = [m for m in members if not group[m].done
                        and (quirk or any(d < 0 for d in group[m].decided[lo:hi]))]
-    return [_result(r, model) for r in rows]
+    return [_result(r, model, dec.trace) for r in rows]
 
 
 def _decide(dec, rows: list[CanvasRow], logits: torch.Tensor, open_: torch.Tensor, scored: torch.Tensor,
-            step: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [A, len(scored), V] for block slots `scored`; open_ [A, n] -> (take [A, n], tokens [A, n])."""
+            step: int, steps: int, lo: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """logits [A, len(scored), V] for block slots `scored`; open_ [A, n] -> (take, tokens, conf), each [A, n]."""
     A, n = open_.shape
     # proposals for open slots only (a softmax over a 126k vocabulary costs as much as the forward)
     tokens = torch.full((A, n), -1, dtype=torch.long)
@@ -167,26 +177,11 @@ def _decide(dec, rows: list[CanvasRow], logits: torch.Tensor, open_: torch.Tenso
     if dec.first_slot_ar and step == 0:  # Dream's block util: the refresh decides the first slot only
         take = torch.zeros_like(open_)
         take[:, 0] = open_[:, 0]
-        return take, tokens
-    ar = 1 if dec.first_slot_ar else 0
-    if dec.policy == "threshold":
-        take = unmask.threshold_take(conf, open_, dec.threshold)
-        if step + 1 >= steps:  # max_steps_per_block: the last allowed forward decides the rest
-            take |= open_
-    elif dec.policy == "steps":  # the schedule was fixed at the block's start: n - ar slots over steps - ar
-        counts = unmask.even_split(n - ar, max(1, steps - ar))
-        k = counts[step - ar] if step - ar < len(counts) else 0
-        take = unmask.top_k_open(conf, open_, torch.full((A,), k))
-    elif dec.policy == "timesteps":
-        k = torch.tensor([unmask.timestep_count(int(o.sum()), step, steps) for o in open_])
-        take = unmask.top_k_open(conf, open_, k)
-    else:  # quota
-        base = n // steps
-        limit = torch.tensor([base + r.carry for r in rows])
-        take = unmask.threshold_take(conf, open_, dec.threshold, limit)
-        for r, lim, t in zip(rows, limit.tolist(), take.sum(-1).tolist()):
-            r.carry = max(0, lim - t)
-    return take, tokens
+        return take, tokens, conf
+    s = unmask.Step(logits=logits, scored=scored, tokens=tokens, conf=conf, open=open_, step=torch.full((A,), step),
+                    start=[lo] * A, steps=steps, state=[r.state for r in rows], strict=False)
+    take = dec.select(s) & open_
+    return take, s.tokens, s.conf
 
 
 def _eos_prefix(r: CanvasRow, eos_ids) -> bool:
@@ -199,10 +194,10 @@ def _eos_prefix(r: CanvasRow, eos_ids) -> bool:
     return False
 
 
-def _result(r: CanvasRow, model: ModelAdapter) -> DecodeResult:
+def _result(r: CanvasRow, model: ModelAdapter, trace: bool) -> DecodeResult:
     first_open = next((j for j, d in enumerate(r.decided) if d < 0), len(r.slots))
     tokens = r.slots[:first_open]
-    finish = "length"
+    finish = "nfe_cap" if r.capped else "length"
     for j, t in enumerate(tokens):
         if t in model.eos_ids:
             tokens, finish = tokens[: j + 1], "eos"
@@ -210,4 +205,9 @@ def _result(r: CanvasRow, model: ModelAdapter) -> DecodeResult:
     decided = r.decided[: len(tokens)]
     accepted = [sum(1 for d in decided if d == f) for f in r.forwards]
     step_s = [s for f in r.forwards for s in model.forward_seconds(f, f + 1)]
-    return DecodeResult(tokens=tokens, accepted=accepted, finish=finish, step_s=step_s, ttft_s=r.ttft_s, e2e_s=r.e2e_s)
+    steps = None
+    if trace:  # per forward: the output positions it decided that are in the output, and their confidence
+        steps = [{"pos": [j for j, d in enumerate(decided) if d == f],
+                  "conf": [r.conf[j] for j, d in enumerate(decided) if d == f]} for f in r.forwards]
+    return DecodeResult(tokens=tokens, accepted=accepted, finish=finish, step_s=step_s, ttft_s=r.ttft_s, e2e_s=r.e2e_s,
+                        trace=steps)

@@ -18,6 +18,8 @@ import torch
 from tests.gpu.knife_edge import assert_agree, canonical, shape_noise
 from tests.test_invariants import CONFIGS, NEW, assert_same, run, tokens
 from tests.test_static import CONFIGS as STATIC_CONFIGS
+from tests.test_unmask_policies import IDS as POLICY_IDS
+from tests.test_unmask_policies import POLICIES
 
 pytestmark = pytest.mark.cuda
 
@@ -152,3 +154,35 @@ def test_forward_counts_and_device_times(models, prompts, dtype, engine, name, p
         for r in results:
             assert all(math.isfinite(s) and s > 0 for s in r.step_s), r.step_s
             assert sum(r.step_s) <= r.e2e_s * 1.01 + 1e-3, (sum(r.step_s), r.e2e_s)
+
+
+@pytest.fixture(scope="session")
+def block_models(device):
+    """block_models(family) -> a tiny fp32 model on the device: causal (None) or run as LLaDA / Dream."""
+    from harness.models import HFModelAdapter
+    from harness.tiny import tiny_model, tiny_tokenizer
+
+    built = {}
+
+    def get(family):
+        if family not in built:
+            arch, seed = {None: ("qwen2", 0), "llada": ("llama", 2), "dream": ("qwen2", 2)}[family]
+            built[family] = HFModelAdapter(tiny_model(arch, seed=seed).to(device), tiny_tokenizer(), family=family)
+        return built[family]
+
+    return get
+
+
+@pytest.mark.parametrize("family", [None, "llada", "dream"])
+@pytest.mark.parametrize("name,params", POLICIES, ids=POLICY_IDS)
+def test_block_policies_fp32(block_models, prompts, family, name, params):
+    """The unmasking policies with their tensors on the device, on both block engines: batched equals one
+    by one (fp32), the bookkeeping holds, and on the causal engine cached = uncached = static."""
+    model = block_models(family)
+    batched = run(model, name, prompts, **params)
+    alone = [run(model, name, [p], **params)[0] for p in prompts]
+    assert [(r.tokens, r.accepted) for r in batched] == [(r.tokens, r.accepted) for r in alone]
+    if family is None:
+        for other in (dict(use_cache=False), dict(engine="static")):
+            again = run(model, name, prompts, **params, **other)
+            assert [(r.tokens, r.accepted) for r in again] == [(r.tokens, r.accepted) for r in batched], other

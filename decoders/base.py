@@ -1,6 +1,6 @@
 """What every decoder sees and returns.
 
-`ModelAdapter` is the protocol implemented by `harness.models.HFModelAdapter`; it lives here so that
+`ModelAdapter` is the protocol implemented by `harness.adapter.HFModelAdapter`; it lives here so that
 decoders depend on nothing in `harness`. `DecodeResult` is the per-prompt contract of DESIGN.md.
 """
 
@@ -61,7 +61,7 @@ class DecodeResult:
 
 @runtime_checkable
 class ModelAdapter(Protocol):
-    """The only thing that runs the network. See harness/models.py for the implementation."""
+    """The only thing that runs the network. See harness/adapter.py for the implementation."""
 
     mask_id: int | None  # None when the model has no mask token (decoders that need one raise)
     eos_ids: tuple[int, ...]

@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 import decoders
-from harness.models import HFModelAdapter, load_model, pick_device_dtype
+from harness.adapter import HFModelAdapter
+from harness.models import load_model, pick_device_dtype
 from harness.telemetry import GpuSampler
 
 # Qwen2.5 architectures (config.json of the public checkpoints); weights are random here.

@@ -3,7 +3,7 @@
 The row's counts are the DecodeResult's own (`n_tokens`, `n_forward`, `tpf` are its properties);
 what is checked here is what a decoder can get wrong: a result per prompt, the bookkeeping
 identities, and forward counts that agree with the adapter, which counts every call of the network
-itself (harness/models.py).
+itself (harness/adapter.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.models import HFModelAdapter
+from harness.adapter import HFModelAdapter
 from harness.tiny import tiny_model, tiny_tokenizer
 
 # Tiny models are dispatch-bound: one intra-op thread is faster than two fighting over the cores

@@ -108,7 +108,7 @@ def test_a_run_without_decode_forwards_has_no_forward_time(tmp_path, tiny):
 
 
 def test_weight_bytes_leave_out_an_untied_input_embedding(tiny):
-    from harness.models import HFModelAdapter
+    from harness.adapter import HFModelAdapter
     from harness.tiny import tiny_model
 
     every = sum(p.numel() * 4 for p in tiny.hf_model.parameters())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 import decoders
-from harness.models import HFModelAdapter
+from harness.adapter import HFModelAdapter
 from harness.tiny import tiny_model, tiny_tokenizer
 
 # one configuration per decoder shipped in decoders/: a new decoder must add its own here

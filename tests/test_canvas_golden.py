@@ -18,7 +18,7 @@ import json
 import pytest
 
 import decoders
-from harness.models import HFModelAdapter
+from harness.adapter import HFModelAdapter
 from harness.tiny import tiny_model, tiny_tokenizer
 from tests.conftest import FIXTURES
 

@@ -10,7 +10,7 @@ import torch
 
 import decoders
 from decoders.base import DecoderConfigError
-from harness.models import HFModelAdapter
+from harness.adapter import HFModelAdapter
 from harness.tiny import tiny_model, tiny_tokenizer
 
 NEW = 16

@@ -6,7 +6,7 @@ import pytest
 
 import decoders
 from decoders.base import DecodeResult, DecoderConfigError
-from harness.models import HFModelAdapter
+from harness.adapter import HFModelAdapter
 from harness.rows import BookkeepingError, check_batch
 from harness.tiny import tiny_model, tiny_tokenizer
 from tests.conftest import make_adapter

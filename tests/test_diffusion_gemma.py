@@ -12,7 +12,8 @@ import torch
 
 import decoders
 from decoders.base import DecoderConfigError
-from harness.models import HFModelAdapter, diffusion_gemma_class, load_model
+from harness.adapter import HFModelAdapter
+from harness.models import diffusion_gemma_class, load_model
 from harness.tiny import tiny_tokenizer
 from tests.conftest import tiny_diffusion_gemma
 

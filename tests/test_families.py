@@ -9,7 +9,8 @@ from transformers import PretrainedConfig
 from decoders.family import FamilyError, apply_override, known_family
 from harness import cli, sweep
 from harness.families import detect_family
-from harness.models import HFModelAdapter, load_model
+from harness.adapter import HFModelAdapter
+from harness.models import load_model
 from harness.tiny import tiny_model, tiny_tokenizer
 from harness.verify import family_line
 

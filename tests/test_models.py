@@ -43,7 +43,7 @@ def test_local_directory_round_trip(tmp_path, prompts):
     assert adapter.tokenizer.decode(adapter.tokenizer.encode(text)) == text
     assert adapter.eos_ids == (tok.eos_token_id, tok.pad_token_id)  # several EOS ids, config order
     assert adapter.mask_id == tok.mask_token_id
-    from harness.models import HFModelAdapter
+    from harness.adapter import HFModelAdapter
     direct = HFModelAdapter(model.eval(), tok)
     a = decoders.get("sdlm-conf", threshold=0.0).generate(adapter, prompts, 12)
     b = decoders.get("sdlm-conf", threshold=0.0).generate(direct, prompts, 12)

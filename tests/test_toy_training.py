@@ -104,7 +104,7 @@ def inference_block_logits(model, x0: list[int], p: int, D: int, mask_id: int) -
     positions p..p+D-1 that sees the whole cache and itself."""
     from transformers import DynamicCache
 
-    from harness.models import cache_argument
+    from harness.adapter import cache_argument
 
     cache = DynamicCache(config=model.config)
     kv = {cache_argument(model): cache}

@@ -17,7 +17,7 @@ from decoders.eb_sampler import entropy_bounded
 from decoders.margin_threshold import top2_margin
 from decoders.sub_block import current_sub_block
 from decoders.unmask import Step
-from harness.models import HFModelAdapter
+from harness.adapter import HFModelAdapter
 from harness.rows import check_batch
 from harness.tiny import tiny_model, tiny_tokenizer
 

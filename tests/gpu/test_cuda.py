@@ -159,7 +159,7 @@ def test_forward_counts_and_device_times(models, prompts, dtype, engine, name, p
 @pytest.fixture(scope="session")
 def block_models(device):
     """block_models(family) -> a tiny fp32 model on the device: causal (None) or run as LLaDA / Dream."""
-    from harness.models import HFModelAdapter
+    from harness.adapter import HFModelAdapter
     from harness.tiny import tiny_model, tiny_tokenizer
 
     built = {}

@@ -41,11 +41,15 @@ class Registry:
     def _discover(self) -> None:
         if self._discovered:
             return
-        self._discovered = True
-        package = importlib.import_module(self.package)
-        for info in pkgutil.iter_modules(package.__path__):
-            if not info.name.startswith("_") and info.name != "base":
-                importlib.import_module(f"{self.package}.{info.name}")
+        self._discovered = True  # before the imports: a module registering itself must not recurse here
+        try:
+            package = importlib.import_module(self.package)
+            for info in pkgutil.iter_modules(package.__path__):
+                if not info.name.startswith("_") and info.name != "base":
+                    importlib.import_module(f"{self.package}.{info.name}")
+        except BaseException:
+            self._discovered = False  # a module failed to import: the next lookup tries again, not a partial list
+            raise
 
     def names(self) -> list[str]:
         self._discover()

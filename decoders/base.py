@@ -203,8 +203,16 @@ class Decoder:
         if family is not None and family.attention == "bidirectional" and not self.runs_bidirectional:
             raise DecoderConfigError(
                 f"decoder {self.name!r} decodes causal models, and this model's family {family.name!r} has "
-                "bidirectional attention (LLaDA, Dream): use block-diffusion, or override the family (--family)"
+                "bidirectional attention (LLaDA, Dream): use block-diffusion or one of its unmasking policies "
+                "(eb-sampler, credit-threshold, sub-block, margin-threshold), or override the family (--family)"
             )
+        canvas = family is not None and family.attention == "bidirectional" and self.runs_bidirectional
+        if family is not None and not family.shifted and not canvas:
+            # every engine but the canvas one reads the logit at position i-1 for token i
+            raise DecoderConfigError(
+                f"decoder {self.name!r} reads shifted logits (position i-1 scores token i), and this model's "
+                f"family {family.name!r} has logits={family.logits!r}; only the canvas engine (bidirectional "
+                "models) reads in-place logits; override the family (--family) if the model is shifted")
         if self.needs_mask_token and model.mask_id is None:
             raise DecoderConfigError(
                 f"decoder {self.name!r} needs a mask token, and this model has none "

@@ -77,6 +77,9 @@ class HFGenerate(Decoder):
             # transformers fills unset (None) fields from the checkpoint's generation_config.json: pin the
             # ones that would change greedy output, so hf-generate stays plain AR decoding
             repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
+            # a static cache on CUDA would otherwise have generate() compile the forward (CUDA graphs),
+            # capturing the adapter's per-forward timing hooks with it
+            disable_compile=True,
         )
         scores = LastScores() if self.trace else None
         streamer = _CommitEachStep(batch, model.n_forward, scores)

@@ -7,7 +7,8 @@ forward's logits and proposals for the current block of A rows, the open slots, 
 keeps) and write the slots it returns. The rules of `block-diffusion` (`policy`):
 
     threshold  Fast-dLLM v1 / Dream `confidence_threshold`: the most confident open slot, plus every
-               open slot with confidence >= threshold (at least one per forward, so a block ends).
+               open slot with confidence >= threshold (at least one per forward, so a block ends); the
+               causal engine's rule is strict (>), as SDLM's reference (Step.strict).
     steps      LLaDA's low-confidence schedule: the block's open slots split evenly over `steps`
                forwards (remainder on the first ones); each forward decides its k most confident.
     timesteps  Dream's schedule: forward i of `steps` decides int(n * (1 - s/t)) of the n open slots,
@@ -84,7 +85,8 @@ def propose(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, 
         probs = logits.softmax(-1)
         conf, tokens = probs.max(-1)
     if confidence == "entropy":
-        probs = probs if probs is not None else logits.softmax(-1)
+        # the distribution the token was drawn from (tempered, filtered when sampling), as the causal engine
+        probs = probs if probs is not None else distribution(logits, temperature, top_p, top_k)
         neg_entropy = (probs * torch.log(probs + 1e-10)).sum(-1)  # Dream's form, eps included
         conf = 1.0 + neg_entropy / math.log(logits.shape[-1])
     elif confidence == "random":

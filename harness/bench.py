@@ -54,6 +54,8 @@ def parse_method(text: str) -> tuple[str, dict]:
             params[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             params[key.strip()] = raw
+    if "engine" in params:
+        raise ValueError(f"method {text!r}: the engine is chosen by --engine, not inside a method")
     if name != "generate":
         decoders.get(name, **params)  # validate now, before the model loads
     return name, params
@@ -165,7 +167,7 @@ def run_decoder(adapter, name: str, params: dict, prompts, new: int, engine: str
     sync(adapter.device)
     first = adapter.n_forward
     t0 = time.perf_counter()
-    results = decoders.get(name, engine=engine, **params).generate(adapter, prompts, new)
+    results = decoders.get(name, **{**params, "engine": engine}).generate(adapter, prompts, new)
     sync(adapter.device)
     seconds = time.perf_counter() - t0
     tokens = sum(r.n_tokens for r in results)
@@ -282,6 +284,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     bad = [e for e in engines if e not in ENGINES]
     if bad or not engines:
         ap.error(f"--engine {args.engine!r}: accepted: {', '.join(ENGINES)} (comma-separated)")
+    for m in methods:  # each method with each engine, before the model loads (not after the probe)
+        name, params = parse_method(m)
+        for engine in engines if name != "generate" else []:
+            try:
+                decoders.get(name, **{**params, "engine": engine})
+            except (KeyError, ValueError) as e:
+                ap.error(f"--methods {m!r} with --engine {engine}: {e.args[0] if isinstance(e, KeyError) else e}")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.new_tokens < 2:
         ap.error("--new-tokens must be >= 2")

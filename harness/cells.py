@@ -39,7 +39,7 @@ class Cell:
     family: str = ""  # override of the detected model family (decoders/family.py), "" = as detected
     allow_code_exec: bool = False
     name: str = ""  # readable; never part of the reuse key
-    origin: str = ""  # where the cell was defined ("sweep.toml: [[sweep]] #2", "-p ..."): for error messages
+    origin: str = ""  # where the cell was defined ("sweep.toml: [[sweep]] #2", "the flags"): for error messages
 
     def __post_init__(self) -> None:
         if not self.name:

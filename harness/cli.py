@@ -79,10 +79,10 @@ def _run_parser(sub) -> None:
     cell.add_argument("--add-mask-token", action="store_true", help="add a mask token if the model has none")
     timing = p.add_argument_group("timing (also a sweep's [run] table; flags win)")
     timing.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
-                        help="run the batches of cells that share model, suite and batch size in turns, so "
+                        help="run the batches of cells that share model, suite, batch size and max new tokens in turns, so "
                         "machine drift hits them alike (default: on)")
     timing.add_argument("--timing-repeats", type=int, metavar="K",
-                        help="time every batch K times and keep the median (default 1)")
+                        help="time every batch K times (K odd) and keep the median run (default 1)")
     timing.add_argument("--threads", type=parse_threads, metavar="N|auto",
                         help="torch CPU threads (default auto: 1 for small models on few cores, where "
                         "oversubscribed threads spin-wait)")
@@ -210,8 +210,9 @@ def cmd_run(args) -> int:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(args.out) if args.out else Path("results") / f"{stamp}-{name}"
     opts = run_options(args, settings)
-    if opts.timing_repeats < 1:
-        print(f"pdbench run: --timing-repeats {opts.timing_repeats}: accepted: an int >= 1", file=sys.stderr)
+    if opts.timing_repeats < 1 or opts.timing_repeats % 2 == 0:
+        print(f"pdbench run: --timing-repeats {opts.timing_repeats}: accepted: an odd int >= 1 (1, 3, 5, ...), "
+              "so that the median is one measured run", file=sys.stderr)
         return 2
     for flag, value in (("--num-gpus", opts.num_gpus), ("--max-retries", opts.max_retries)):
         if value is not None and value < 0:
@@ -313,9 +314,13 @@ def cmd_list(args) -> int:
 def cmd_verify(args) -> int:
     from harness.verify import verify
 
-    ok = verify(args.model, device=args.device, dtype=args.dtype, add_mask_token=args.add_mask_token, family=args.family,
-                max_new_tokens=args.max_new_tokens, block_size=args.block_size, prompts=args.prompt,
-                decoder_names=args.decoder)
+    try:
+        ok = verify(args.model, device=args.device, dtype=args.dtype, add_mask_token=args.add_mask_token,
+                    family=args.family, max_new_tokens=args.max_new_tokens, block_size=args.block_size,
+                    prompts=args.prompt, decoder_names=args.decoder)
+    except ValueError as e:  # a bad argument (before the model loads, but for --prompt on a tokenizer-less model)
+        print(f"pdbench verify: {e}", file=sys.stderr)
+        return 2
     return 0 if ok else 1
 
 

@@ -201,7 +201,14 @@ class Cluster:
                     try:
                         ev = ray.get(next(gen))
                     except StopIteration:
-                        self._finish(t, sink, "done")
+                        # a retried attempt that fails early (its model no longer loads) ends its stream
+                        # before the slots still owed: those cells failed, they are not done
+                        short = [p.cell.name for p in t.members if p.index not in t.failed and t.owed.get(p.index, 1) > 0]
+                        if short:
+                            self._fail(t, sink, RuntimeError(f"the task's stream ended with rows still owed by "
+                                                             f"{', '.join(short)}"), opts)
+                        else:
+                            self._finish(t, sink, "done")
                         del live[gen]
                         continue
                     except Exception as e:  # retries used up (worker or node died), or a bug in the task

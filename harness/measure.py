@@ -87,7 +87,11 @@ def run_job(job: Job, adapter, run_id: str, session: int, rendered: dict, warm_u
     tokenizer, eos = adapter.tokenizer, set(adapter.eos_ids)
     rows = [sample_row(base, s, prompt, res, tokenizer, eos, pos)
             for pos, (s, prompt, res) in enumerate(zip(job.samples, prompts, results))]
-    return Decoded(job, rows, wall, gpu.result(), cpu, adapter.forward_seconds(first + 1, stop), warmup_s)
+    gpu_reading = gpu.result()
+    # the sampler spans all K timed runs: rates (util, power, clocks) hold for each, energy is their sum,
+    # so a batch's energy is the mean over its K runs (the counter cannot be split at the median run)
+    gpu_reading["energy_j"] = gpu_reading["energy_j"] / len(runs)
+    return Decoded(job, rows, wall, gpu_reading, cpu, adapter.forward_seconds(first + 1, stop), warmup_s)
 
 
 SMALL_MODEL_PARAMS = 1_000_000_000

@@ -70,6 +70,44 @@ def _panels(n: int, rows: int = 1):
     return fig, axes
 
 
+# where a point's label may go, in points from the point, tried in this order (right, left, above,
+# below, then further out) until one overlaps neither a label already placed nor a marker or error bar
+LABEL_SPOTS = [(6, 3), (-6, 3), (6, -11), (-6, -11), (6, 13), (-6, 13), (6, -21), (-6, -21), (6, 23), (-6, 23),
+               (6, -31), (-6, -31), (6, 33), (-6, 33)]
+LABEL_FONT = 7
+
+
+def place_labels(points: list[tuple[float, float, str]], panel_pt: tuple[float, float],
+                 obstacles: list[tuple[float, float, float, float]] = ()) -> list[tuple[int, int]]:
+    """An offset from LABEL_SPOTS per (x, y, text), x and y as fractions of the axes, so that labels do not
+    overlap each other or the `obstacles` (boxes in points from the axes' lower left: markers, error bars).
+    Boxes are sized from the font (a character ~0.65 em wide); points are placed left to right, each
+    taking the first clear spot inside the panel, or the least-covered one when none is clear."""
+    w_pt, h_pt = panel_pt
+    boxes = list(obstacles)
+    out = [LABEL_SPOTS[0]] * len(points)
+
+    def box(i, spot):
+        x, y, text = points[i]
+        dx, dy = spot
+        width, height = 0.65 * LABEL_FONT * len(text) + 2, LABEL_FONT * 1.2  # +2: a gap between neighbours
+        left = x * w_pt + dx - (width if dx < 0 else 0)
+        bottom = y * h_pt + dy
+        return left, bottom, left + width, bottom + height
+
+    def covered(b):
+        outside = (b[0] < 0) or (b[1] < 0) or (b[2] > w_pt) or (b[3] > h_pt)  # cut off by the panel's edge
+        return outside * w_pt * h_pt + sum(
+            max(0.0, min(b[2], o[2]) - max(b[0], o[0])) * max(0.0, min(b[3], o[3]) - max(b[1], o[1])) for o in boxes)
+
+    for i in sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1])):
+        spot = next((sp for sp in LABEL_SPOTS if covered(box(i, sp)) == 0),
+                    min(LABEL_SPOTS, key=lambda sp: covered(box(i, sp))))
+        boxes.append(box(i, spot))
+        out[i] = spot
+    return out
+
+
 def accuracy_vs_tpf(summary: pd.DataFrame):
     if summary.empty:
         return None
@@ -77,23 +115,59 @@ def accuracy_vs_tpf(summary: pd.DataFrame):
     colors = _colors(s["decoder"].tolist())
     suites = _suites(s)
     fig, axes = _panels(len(suites))
+    ylim = (-0.02, 1.02)
+    panels = []
     for ax, suite in zip(axes[0], suites):
         g = s[s["suite"] == suite]
+        lo, hi = float(g["tpf"].min()), float(g["tpf"].max())
+        pad = 0.1 * max(hi - lo, 1.0)
+        xlim = (max(0.0, lo - pad), hi + 2 * pad)  # more room on the right, where labels go first
+        ax.set(title=suite, xlabel="tokens per forward (TPF)", ylabel="accuracy (95% CI)", ylim=ylim, xlim=xlim)
         for _, r in g.iterrows():
             err = [[max(0.0, r["accuracy"] - r["acc_ci_low"])], [max(0.0, r["acc_ci_high"] - r["accuracy"])]]
             ax.errorbar(r["tpf"], r["accuracy"], yerr=err, fmt="o", color=colors[r["decoder"]], capsize=3,
                         label=r["decoder"])
-            ax.annotate(r["label"].removeprefix(r["decoder"]).strip() or r["decoder"], (r["tpf"], r["accuracy"]),
-                        textcoords="offset points", xytext=(5, 4), fontsize=7, color=colors[r["decoder"]])
         front = pareto_front(g, "tpf", "accuracy")
         ax.plot(front["tpf"], front["accuracy"], "--", color="0.4", lw=1, label="Pareto front")
-        ax.set(title=suite, xlabel="tokens per forward (TPF)", ylabel="accuracy (95% CI)", ylim=(-0.02, 1.02))
-        handles, names = ax.get_legend_handles_labels()
-        keep = dict(zip(names, handles))  # one entry per decoder
-        ax.legend(keep.values(), keep.keys(), fontsize=7, loc="lower left")
+        panels.append((ax, g, xlim))
+    handles = {}
+    for ax in axes[0]:
+        for h, name in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(name, h)  # one entry per decoder over all panels (colours are shared)
+    # below the panels, so no point sits under it
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), fontsize=7,
+               frameon=False)
     fig.suptitle("accuracy against tokens per forward (labels: the parameter that varies)", fontsize=10)
-    fig.tight_layout()
+    rows_of_legend = -(-len(handles) // 6)
+    fig.tight_layout(rect=(0, 0.04 + 0.05 * rows_of_legend, 1, 1))
+    for ax, g, xlim in panels:  # labels last: placing them needs the panel's final size
+        _label_points(ax, g, xlim, ylim, colors)
     return fig
+
+
+def _label_points(ax, g: pd.DataFrame, xlim, ylim, colors) -> None:
+    size = ax.get_window_extent().transformed(ax.figure.dpi_scale_trans.inverted())
+    w_pt, h_pt = size.width * 72, size.height * 72
+
+    def frac(x, y):
+        return (x - xlim[0]) / (xlim[1] - xlim[0]), (y - ylim[0]) / (ylim[1] - ylim[0])
+
+    texts, where, obstacles = [], [], []
+    for _, r in g.iterrows():
+        text = r["label"].removeprefix(r["decoder"]).strip() or r["decoder"]
+        x, y = frac(r["tpf"], r["accuracy"])
+        _, y_low = frac(r["tpf"], r["acc_ci_low"])
+        _, y_high = frac(r["tpf"], r["acc_ci_high"])
+        texts.append(text)
+        where.append((x, y, text))
+        obstacles += [(x * w_pt - 4, y * h_pt - 4, x * w_pt + 4, y * h_pt + 4),  # the marker
+                      (x * w_pt - 3.5, y_low * h_pt, x * w_pt + 3.5, y_high * h_pt)]  # its error bar and caps
+    for (_, r), text, (dx, dy) in zip(g.iterrows(), texts, place_labels(where, (w_pt, h_pt), obstacles)):
+        far = abs(dy) > 13  # beyond the first ring a label needs a line to say whose it is
+        ax.annotate(text, (r["tpf"], r["accuracy"]), textcoords="offset points", xytext=(dx, dy),
+                    ha="right" if dx < 0 else "left", fontsize=LABEL_FONT, color=colors[r["decoder"]],
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": colors[r["decoder"]], "shrinkB": 4}
+                    if far else None)
 
 
 def speedup_bars(summary: pd.DataFrame):

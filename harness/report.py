@@ -28,7 +28,7 @@ from harness.stats import half_width, mcnemar_p, paired_speedup, throughput_inte
 
 AR = "ar"
 MAX_HALF_WIDTH = 0.10  # an interval wider than ±10% of its estimate is not a number to quote
-MAX_STEAL = 0.05  # hypervisor steal above 5% of the CPU while timing
+MAX_STEAL = 0.05  # hypervisor steal above 5% of the CPU over the timed wall (wall-weighted mean)
 MAX_FORWARD_SPREAD = 5.0  # p99 / p50 of decode-forward times
 ADVICE = ("To steady it: run on a quieter machine (or at least nothing else heavy beside it), keep "
           "`--threads 1` for small models on few cores, and use `--timing-repeats 3` (each batch timed "
@@ -98,9 +98,18 @@ def _cell_stats(df: pd.DataFrame, batches: pd.DataFrame) -> dict:
     }
 
 
+def _weighted(values: pd.Series, wall: pd.Series) -> float:
+    """Mean of a per-session reading, weighted by the sessions' wall time (plain mean where no wall is known,
+    nan when no session has the reading)."""
+    ok = values.notna() & (wall > 0)
+    if ok.any():
+        return float((values[ok] * wall[ok]).sum() / wall[ok].sum())
+    return float(values.mean()) if values.notna().any() else float("nan")
+
+
 def _cell_side(cells: pd.DataFrame) -> pd.DataFrame:
     """Per cell_hash, from cells.parquet: telemetry (util weighted by wall time, peaks as maxima, energy
-    per committed token) and the worst noise readings of any session."""
+    per committed token), the load while timing (wall-weighted) and the worst noise readings of any session."""
     rows = []
     for h, g in cells.groupby("cell_hash"):
         w = g["wall_s"].fillna(0)
@@ -119,14 +128,15 @@ def _cell_side(cells: pd.DataFrame) -> pd.DataFrame:
             "energy_j": float(g["energy_j"].sum()) if energy_ok else float("nan"),
             "j_per_token": float(g["energy_j"].sum() / g["n_tokens"].sum()) if energy_ok else float("nan"),
             "threads": float(g["threads"].max()), "forward_cv": float(g["forward_cv"].max()),
-            "forward_p99_p50": float(g["forward_p99_p50"].max()), "steal_frac": float(g["steal_frac_max"].max()),
-            "other_cpu_frac": float(g["other_cpu_frac_max"].max()), "loadavg_max": float(g["loadavg_max"].max()),
+            "forward_p99_p50": float(g["forward_p99_p50"].max()), "steal_frac": _weighted(g["steal_frac_mean"], w),
+            "steal_frac_max": float(g["steal_frac_max"].max()), "other_cpu_frac": _weighted(g["other_cpu_frac_mean"], w),
+            "loadavg_max": float(g["loadavg_max"].max()),
             "gpu_other_procs": float(g["gpu_other_procs"].max()), "sm_clock_mhz_min": float(g["sm_clock_mhz_min"].min()),
             "throttle_reasons": float(np.bitwise_or.reduce(throttle)) if throttle else float("nan"),
         })
     return pd.DataFrame(rows, columns=["cell_hash", "gpu_util_mean", "gpu_util_max", "peak_mem_mib", "power_w_mean",
                                        "energy_j", "j_per_token", "threads", "forward_cv", "forward_p99_p50",
-                                       "steal_frac", "other_cpu_frac", "loadavg_max", "gpu_other_procs",
+                                       "steal_frac", "steal_frac_max", "other_cpu_frac", "loadavg_max", "gpu_other_procs",
                                        "sm_clock_mhz_min", "throttle_reasons"])
 
 
@@ -172,9 +182,10 @@ def instability(row: pd.Series, n_cpus: int) -> list[str]:
     free = max(0.0, n_cpus - threads)
     others = row["other_cpu_frac"] * n_cpus
     if not math.isnan(others) and others > free + 0.25:
-        reasons.append(f"other processes used {others:.1f} of {n_cpus} cores while {threads:g} ran the decoder")
+        reasons.append(f"other processes used {others:.1f} of {n_cpus} cores on average while {threads:g} ran the decoder")
     if row["steal_frac"] > MAX_STEAL:
-        reasons.append(f"CPU steal up to {100 * row['steal_frac']:.0f}%")
+        reasons.append(f"CPU steal {100 * row['steal_frac']:.0f}% of the timed wall "
+                       f"(up to {100 * row['steal_frac_max']:.0f}% in one batch)")
     if row["gpu_other_procs"] > 0:
         reasons.append(f"{int(row['gpu_other_procs'])} other process(es) on the GPU")
     if row["throttle_reasons"] > 0:

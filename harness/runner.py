@@ -4,9 +4,9 @@ grading, one checked row per sample appended to the store as each batch finishes
 The steps, each a function that returns a value:
   prepare(cells, opts)          every decoder built once, every suite's samples read, the code-exec
                                 gate passed: all problems raised together before any model loads
-  plan(prepared, hash, stored)  the timed batches (jobs) a cell still owes, per repeat
-  rotation(jobs, interleave)    the order jobs run in: cells that share a model, suite and batch size
-                                take turns batch by batch, so drift in the machine's load hits them
+  plan(p, stored)               the timed batches (jobs) a cell still owes, per repeat
+  rotation(jobs, interleave)    the order jobs run in: cells that share a model, suite, batch size and
+                                token budget take turns batch by batch, so drift in the machine's load hits them
                                 alike and batch k of every cell (the same samples) is timed close together
   measure.run_job(...)          warm-up (a cell's first job), the timed generate() (K times with
                                 --timing-repeats: the median is kept, outputs must repeat exactly),
@@ -17,8 +17,8 @@ The steps, each a function that returns a value:
   tally.cell_records(...)       one cells.parquet row per cell and repeat run in this session
 
 A cell that fails at run time (exception, CUDA OOM, broken bookkeeping) goes to failures.parquet and
-the sweep goes on without its remaining batches. Ctrl-C stops after the batch in flight; a second
-Ctrl-C aborts at once. Either way the store stays consistent because every batch is one atomically
+the sweep goes on without its remaining batches. Ctrl-C (or SIGTERM) stops after the batch in flight;
+a second one aborts at once. Either way the store stays consistent because every batch is one atomically
 renamed part file, and a re-run skips the (cell_hash, sample_id, repeat) rows already stored.
 """
 
@@ -38,6 +38,7 @@ from typing import Any, Callable
 from harness import manifest, store
 from harness.cells import Cell
 from harness.models import check_model_ref
+from harness.sweep import FROM_FLAGS, flag_for
 
 class RunConfigError(ValueError):
     """Problems found before any model loads; lists them all."""
@@ -107,6 +108,7 @@ def prepare(cells: list[Cell], opts: RunOptions) -> list[Prepared]:
     out, problems = [], []
     suite_cache: dict[tuple, tuple] = {}
     checked_models: dict[str, str | None] = {}
+    measured: dict[tuple, str] = {}
     for cell in cells:
         where = cell.origin or cell.name
         if cell.model not in checked_models:
@@ -122,8 +124,10 @@ def prepare(cells: list[Cell], opts: RunOptions) -> list[Prepared]:
             problems.append(f"{where}: {e.args[0]}")
             continue
         except decoders.DecoderConfigError as e:
-            path = f" params.{e.param}" if e.param and not where.startswith("-") else ""
-            problems.append(f"{where}{path}: {e}")
+            if e.param and cell.origin == FROM_FLAGS:
+                problems.append(f"{flag_for(('params', e.param))}: {e}")
+            else:
+                problems.append(f"{where}{f' params.{e.param}' if e.param else ''}: {e}")
             continue
         allow = opts.allow_code_exec or cell.allow_code_exec
         key = (cell.suite, cell.limit, cell.shuffle, cell.seed, allow)
@@ -140,6 +144,15 @@ def prepare(cells: list[Cell], opts: RunOptions) -> list[Prepared]:
         if not samples:
             problems.append(f"{where}: suite {cell.suite!r} yielded no samples")
             continue
+        # what the cell hash will be made of, less the model's fingerprint (not loaded yet): two cells
+        # alike here would store the same rows under one hash
+        same = (cell.model_key(), cell.decoder, json.dumps(decoder.params(), sort_keys=True, default=str),
+                cell.suite, cell.shuffle, cell.seed if cell.shuffle else None, cell.batch_size, cell.max_new_tokens)
+        if same in measured:
+            problems.append(f"{where}: cell {cell.name!r} measures what cell {measured[same]!r} measures (same "
+                            "model, decoder parameters, suite, batch size and token budget); drop one of them")
+            continue
+        measured[same] = cell.name
         out.append(Prepared(cell, decoder, suite, samples))
     if problems:
         raise RunConfigError("cannot start the run:\n  " + "\n  ".join(problems))
@@ -178,26 +191,30 @@ def rotation(per_cell: list[list[Job]], interleave: bool) -> list[Job]:
 
 
 class _StopFlag:
-    """First SIGINT: finish the batch in flight, then stop. Second: KeyboardInterrupt."""
+    """First SIGINT (Ctrl-C) or SIGTERM (a batch scheduler's notice): finish the batch in flight, then
+    stop. A second one: KeyboardInterrupt, at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.set = False
-        self._old = None
+        self._old: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         if self.set:
             raise KeyboardInterrupt
         self.set = True
-        print("\npdbench: stopping after the batch in flight (Ctrl-C again to abort now)", file=sys.stderr)
+        print(f"\npdbench: {signal.Signals(signum).name}: stopping after the batch in flight "
+              "(Ctrl-C again to abort now)", file=sys.stderr)
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def failure_fields(exc: BaseException) -> tuple[str, str, str]:
@@ -280,23 +297,28 @@ def run(cells: list[Cell], run_dir: Path, opts: RunOptions | None = None, *, arg
     try:
         with _StopFlag() as stop, ThreadPoolExecutor(opts.grade_workers, thread_name_prefix="pdbench-grade") as pool:
             sink = group.Sink(run_dir, run_id, prepared, stored, result, group.Progress("pdbench", opts.progress))
+            ended_early = True  # until the decode loop returns: an exception leaves its cells unfinished
             try:
                 if cluster is not None:
                     cluster.run(prepared, sink, run_id, session, opts, stop, loader)
                 else:
                     _run_local(prepared, sink, run_id, session, stored, opts, stop, pool, loader)
+                ended_early = False
             finally:
                 sink.progress.close()
-                sink.flush_cells(interrupted=stop.set)
+                sink.flush_cells(interrupted=stop.set or ended_early)
             result.interrupted = stop.set
     except KeyboardInterrupt:
         result.interrupted, status = True, "aborted"
+        raise
+    except BaseException:
+        status = "crashed"  # what was stored stays and resumes; the report says the session did not finish
         raise
     finally:
         if cluster is not None:
             cluster.close()
         store.compact(run_dir)
-        if status != "aborted":
+        if status == "done":
             status = "interrupted" if result.interrupted else ("done_with_failures" if result.failures else "done")
         manifest.end_session(run_dir, session, status, rows_written=result.rows_written,
                              rows_skipped=result.rows_skipped, n_failures=len(result.failures),

@@ -1,7 +1,8 @@
 """A static-shape KV cache with per-row writes, for the static decode path (decoders/static.py).
 
-Each layer owns fixed buffers [B, kv_heads, length, head_dim]. Before every forward the engine fills
-`cache.write_slots` [B, q] with the slot each query token's key/value goes to; the layer scatters
+Each layer owns fixed buffers [B, kv_heads, length, head_dim]. Before every forward the adapter arms
+the cache (`write_next()` -> `armed_slots` [B, q], the slot each query token's key/value goes to, which
+the engine gave it); the layer scatters
 there and returns the whole buffers, and the engine's 4D mask decides what each query sees. Shapes
 never change between decode steps, so a step can be captured and replayed (CUDA graphs), and rows
 that advance at different speeds write at their own offsets, with no holes to mask.

@@ -62,9 +62,10 @@ CELL_SCHEMA = pa.schema([
     ("gpu_util_mean", _f), ("gpu_util_p50", _f), ("gpu_util_max", _f), ("mem_used_max_mib", _f),
     ("power_w_mean", _f), ("energy_j", _f), ("torch_peak_mem_mib", _f), ("telemetry_hz", _f),
     ("sm_clock_mhz_min", _f), ("sm_clock_mhz_mean", _f), ("throttle_reasons", _f), ("gpu_other_procs", _f),
-    # noise: spread of the decode forwards' times, and the machine's load (harness/load.py), worst batch
-    ("forward_cv", _f), ("forward_p99_p50", _f), ("steal_frac_max", _f), ("other_cpu_frac_max", _f),
-    ("loadavg_max", _f),
+    # noise: spread of the decode forwards' times, and the machine's load (harness/load.py): weighted by
+    # batch wall time (_mean) and the worst batch (_max)
+    ("forward_cv", _f), ("forward_p99_p50", _f), ("steal_frac_mean", _f), ("steal_frac_max", _f),
+    ("other_cpu_frac_mean", _f), ("other_cpu_frac_max", _f), ("loadavg_max", _f),
     ("node", _s), ("accelerator", _s),  # where this (cell, repeat) ran in this session
 ])
 

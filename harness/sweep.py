@@ -2,7 +2,7 @@
 
     description = "what this sweep answers"      # optional
     [run]                                        # optional: how the cells run (flags override)
-    interleave = true                            # batches of cells sharing model, suite, batch size in turns
+    interleave = true                            # batches of cells sharing model, suite, batch size, budget in turns
     timing_repeats = 1                           # time each batch K times, keep the median
     threads = 1                                  # torch CPU threads ("auto": chosen for the model and cores)
     executor = "ray"                             # run the cells as Ray tasks (docs/ray.md); default "local"
@@ -67,7 +67,8 @@ GROUP_KEYS = set(CELL_KEYS) | {"name", "params", "zip"}
 # [run] key -> (python type, check, what is allowed)
 RUN_KEYS: dict[str, tuple[type, Any, str]] = {
     "interleave": (bool, None, "true or false"),
-    "timing_repeats": (int, *_POS),
+    # odd, so that the median is one measured run (its outputs, its per-step times), never an average
+    "timing_repeats": (int, lambda v: v >= 1 and v % 2 == 1, "an odd int >= 1 (1, 3, 5, ...)"),
     "threads": ((int, str), lambda v: v == "auto" or (isinstance(v, int) and v >= 1), '"auto" or an int >= 1'),
     "executor": (str, lambda v: v in ("local", "ray"), '"local" or "ray"'),
     "ray_address": (str, None, '"" (a local Ray), "auto" or "ray://host:port"'),
@@ -86,6 +87,7 @@ class SweepError(ValueError):
 
 
 COMMAND_LINE = "<command line>"  # the source name of a cell built from run's flags
+FROM_FLAGS = "the flags"  # such a cell's origin, when no single flag is to blame
 
 
 def _hint(key: str, allowed) -> str:
@@ -111,7 +113,7 @@ def flag_for(path: tuple) -> str:
         return f"-p {path[-1]}"
     if path and path[-1] not in ("sweep", "params") and not isinstance(path[-1], int):
         return "--" + str(path[-1]).replace("_", "-")
-    return "the flags"
+    return FROM_FLAGS
 
 
 def where(source: str, path: tuple) -> str:
@@ -217,6 +219,10 @@ def parse_sweep(text: str, source: str = "<sweep>", overrides: dict | None = Non
             good = isinstance(v, typ) and not (typ is int and isinstance(v, bool))
             if not good or (ok is not None and not ok(v)):
                 chk.error(("run", k), f"{k!r} must be {allowed}, got {v!r}")
+    flags = _Checker(COMMAND_LINE)  # overrides are named by their flag, whatever file they override
+    for k, v in (overrides or {}).items():
+        flags.cell_value((k,), k, v)
+    chk.errors += flags.errors
     defaults = chk.table(("defaults",), doc.get("defaults", {}), set(CELL_KEYS))
     defaults = {k: v for k, v in defaults.items() if k in CELL_KEYS}
     for k, v in defaults.items():
@@ -269,6 +275,7 @@ def parse_sweep(text: str, source: str = "<sweep>", overrides: dict | None = Non
             chk.error(gp + ("name",), f"'name' must be a string template, got {template!r}")
             template = None
         for combo in _axes(fixed, params, zipped, zipped_params):
+            combo["cell"].update(overrides or {})  # flags win over zipped lists too
             cell = _build(chk, gp, combo, template, decoders, set(zipped_params))
             if cell is not None:
                 cells.append(cell)

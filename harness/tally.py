@@ -91,6 +91,14 @@ def _noise(t: CellTally) -> dict:
         vals = [c[k] for c in t.cpu if not math.isnan(c[k])]
         return max(vals) if vals else nan
 
+    def typical(k):
+        # weighted by batch wall time: a short batch spans a few dozen jiffies, so one jiffy of steal reads
+        # as several percent; the weighted mean is the share over the whole timed wall
+        pairs = [(c[k], w) for c, w in zip(t.cpu, t.walls) if not math.isnan(c[k]) and w > 0]
+        total = sum(w for _, w in pairs)
+        return sum(v * w for v, w in pairs) / total if total > 0 else nan
+
     return {"forward_cv": cv, "forward_p99_p50": p99 / p50 if p50 and p50 > 0 else nan,
-            "steal_frac_max": worst("steal_frac"), "other_cpu_frac_max": worst("other_cpu_frac"),
+            "steal_frac_mean": typical("steal_frac"), "steal_frac_max": worst("steal_frac"),
+            "other_cpu_frac_mean": typical("other_cpu_frac"), "other_cpu_frac_max": worst("other_cpu_frac"),
             "loadavg_max": worst("loadavg")}

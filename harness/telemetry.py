@@ -150,7 +150,12 @@ class GpuSampler:
             pass
         try:
             pids = {p.pid for p in nv.nvmlDeviceGetComputeRunningProcesses(h)}
-            self.other_procs = max(self.other_procs, len(pids - {os.getpid()}))
+            others = len(pids - {os.getpid()})
+            if os.getpid() not in pids and self._cuda():
+                # in a container NVML lists host pids, so our own context shows under a pid we cannot
+                # match: count one of them as this process
+                others = max(0, others - 1)
+            self.other_procs = max(self.other_procs, others)
         except Exception:
             pass
         self.samples.append((time.perf_counter(), util, mem, power, sm))

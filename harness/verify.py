@@ -190,9 +190,20 @@ def family_line(adapter) -> str:
 def verify(model: str, *, device=None, dtype=None, add_mask_token=False, max_new_tokens=32, block_size=4,
            prompts: list[str] | None = None, decoder_names: list[str] | None = None, echo=print,
            family: str | None = None) -> bool:
+    import decoders
+    from decoders.family import override_error
     from harness.convert import MissingTokenizer
-    from harness.models import load_model
+    from harness.models import check_model_ref, load_model
 
+    # everything that can be checked without the model, before it loads
+    unknown = [n for n in decoder_names or [] if n not in decoders.available()]
+    if unknown:
+        raise ValueError(f"--decoder {', '.join(map(repr, unknown))}: unknown; accepted: {', '.join(decoders.available())}")
+    if not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"--block-size {block_size!r}: accepted: an int >= 1")
+    if family and override_error(family):
+        raise ValueError(f"--family {family!r}: {override_error(family)}")
+    check_model_ref(model)
     adapter = load_model(model, device=device, dtype=dtype, add_mask_token=add_mask_token, family=family)
     echo(f"verifying {adapter.name} on {adapter.device} ({str(adapter.dtype).removeprefix('torch.')}), "
          f"{max_new_tokens} new tokens, block size {block_size}")

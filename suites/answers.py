@@ -23,7 +23,7 @@ _HASH_RE = re.compile(r"####\s*([^\n]*)")
 # GSM8K's answer line is `#### <number>`; chat models also write Markdown headings with ####: "#### Step 2",
 # "#### 2. Costs". The tail counts only if it starts with the number (bold or a $ allowed) and the number is
 # not an enumerator: "2." / "2)" / "2:" followed by more words.
-_HASH_ANSWER_RE = re.compile(r"[*_]*\s*(?:\\?\$\s*)?-?\s?\.?\d")
+_HASH_ANSWER_RE = re.compile(r"[*_]*\s*(?:\\?\$\s*)?[-\u2212\ufe63\uff0d]?\s?\.?\d")
 _ENUMERATOR_RE = re.compile(r"[*_]*\s*\d+\s*[.):]\s*[^\W\d]")
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.,]+)\s*\}\s*\{\s*(-?[\d.,]+)\s*\}")
 
@@ -47,7 +47,9 @@ def _clean(text: str) -> str:
     text = re.sub(r"\\text\{[^{}]*\}|\\mbox\{[^{}]*\}", " ", text)  # units: \text{ dollars}
     text = text.replace("{,}", ",").replace("\\!", "").replace("\\,", "").replace("\\$", "$")
     text = _FRAC_RE.sub(lambda m: f"{m.group(1)}/{m.group(2)}", text)
-    return text
+    # the typographic minus sign chat models write ("−5"; and its small / full-width forms). Not the en
+    # dash: "10–12" is a range, not 10 and -12
+    return text.replace("\u2212", "-").replace("\ufe63", "-").replace("\uff0d", "-")
 
 
 def _to_fraction(token: str) -> Fraction | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -73,6 +74,14 @@ class Suite:
                 f"suite {self.name!r} grades by running model-generated code, which is untrusted; it runs in "
                 "a sandboxed subprocess (suites/sandbox.py), but only with explicit consent: pass "
                 "--allow-code-exec (allow_code_exec=True)")
+        if self.needs_code_exec:
+            from suites.sandbox import isolation_gaps
+
+            gaps = isolation_gaps()
+            if gaps:  # the run goes on (containers often refuse namespaces), but not silently
+                warnings.warn(f"suite {self.name!r}: the code sandbox runs without {', '.join(gaps)}: generated "
+                              "programs see the host's files and network (suites/sandbox.py); run in a container "
+                              "or VM, or set PDBENCH_SANDBOX=plain to say you know", stacklevel=2)
 
     def samples(self) -> Iterator[Sample]:
         raise NotImplementedError

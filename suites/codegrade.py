@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import re
+import textwrap
 
 from suites.base import Grade, Sample, Suite
 from suites.sandbox import ExecResult, run_many, run_program
@@ -49,9 +50,10 @@ _CODE_LINE_RE = re.compile(
 
 
 def fenced_blocks(text: str) -> list[str]:
-    """Contents of ``` fenced blocks, python-ish ones first kept in order; an unclosed final fence
-    (generation cut at max tokens) still counts."""
-    blocks = [(lang.lower(), body) for lang, body in _FENCE_RE.findall(text)]
+    """Contents of ``` fenced blocks, python-ish ones first kept in order, each dedented; an unclosed
+    final fence (generation cut at max tokens) still counts."""
+    # a fence inside a Markdown list item is indented with the item: dedent its body to real code
+    blocks = [(lang.lower(), textwrap.dedent(body)) for lang, body in _FENCE_RE.findall(text)]
     code = [body for lang, body in blocks if lang in ("", "python", "py", "python3")]
     return code or [body for _, body in blocks]
 

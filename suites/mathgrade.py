@@ -57,7 +57,10 @@ class _Handle:
         self._pending = b""  # bytes read past the last reply
 
     def _start(self):
-        self.proc = subprocess.Popen([sys.executable, WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # its own session: a Ctrl-C at the terminal stops the run after the batch in flight, and that
+        # batch's answers still need their grader
+        self.proc = subprocess.Popen([sys.executable, WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     start_new_session=True)
         self._pending = b""
 
     def alive(self) -> bool:
@@ -121,7 +124,9 @@ class MathVerifier:
             handle = self._free.pop()
         try:
             if not handle.alive():  # warm the worker up outside the per-answer limit
-                handle.call(("1", "\\boxed{1}"), self.start_timeout_s)
+                warm = handle.call(("1", "\\boxed{1}"), self.start_timeout_s)
+                if warm.status not in ("ok", "no_answer"):  # not this answer's fault: say so
+                    return Check(False, None, "error", f"math-verify worker did not start: {warm.detail}")
             return handle.call((gold_answer, completion), self.timeout_s)
         finally:
             with self._lock:

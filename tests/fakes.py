@@ -82,3 +82,15 @@ def crashing_loader(cell):
     if cell.batch_size == 2:
         os._exit(1)
     return tiny_loader(cell)
+
+
+def loads_only_once(marker, cell):
+    """Loads the model the first time (creating `marker`), fails every later time: with a worker killed
+    mid-task, the retried attempt cannot load its model (test_ray.py). Bind `marker` with functools.partial."""
+    from pathlib import Path
+
+    if Path(marker).exists():
+        raise RuntimeError("the model is gone")
+    Path(marker).touch()
+    return tiny_loader(cell)
+

@@ -239,6 +239,17 @@ def become(uid: int, repo: str) -> None:
             sys.exit(CANNOT_RUN_AS_USER)
 
 
+LOCK_WORKDIR = r"""
+import os
+for name, mode in (("readonly", 0o500), ("closed", 0o000)):
+    os.makedirs(f"{name}/inner")
+    open(f"{name}/inner/file", "w").write("x")
+    os.chmod(f"{name}/inner", mode)
+    os.chmod(name, mode)
+print(os.path.realpath("."))
+"""
+
+
 def main(argv: list[str]) -> None:
     if argv[0] == "--as-uid":
         uid, repo, targets = int(argv[1]), argv[2], argv[3]
@@ -250,10 +261,16 @@ def main(argv: list[str]) -> None:
     results = run_attacks(json.loads(argv[0]))
     from suites.sandbox import run_program
 
+    # directories the program locks (0500, 0000) must not outlive the run: as an ordinary user the
+    # cleanup has no CAP_DAC_OVERRIDE to walk through them
+    locked = run_program(LOCK_WORKDIR)
+    left = [locked.stdout.strip(), os.path.exists(locked.stdout.strip())]
     os.environ["PDBENCH_SANDBOX"] = "plain"  # and one run without namespaces, which must work too
     plain = run_program("import os\nprint(os.geteuid())")
+    locked_plain = run_program(LOCK_WORKDIR)
     print(json.dumps({"uid": os.getuid(), "results": results,
-                      "plain": [plain.status, plain.detail, plain.stdout, plain.isolation]}))
+                      "plain": [plain.status, plain.detail, plain.stdout, plain.isolation],
+                      "left_behind": [left, [locked_plain.stdout.strip(), os.path.exists(locked_plain.stdout.strip())]]}))
 
 
 if __name__ == "__main__":

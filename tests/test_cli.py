@@ -46,6 +46,8 @@ def test_single_cell_run_then_report_and_plot(tmp_path, capsys):
     (["--decoder", "sdlm-conf", "-p", "threshold=2"], "threshold=2"),
     (["--decoder", "sdlm-conf", "-p", "treshold=0.5"], "did you mean 'threshold'"),
     (["--decoder", "ar-x"], "unknown decoder 'ar-x'"),
+    (["--decoder", "sdlm-conf", "-p", "block_size=0"], "-p block_size: "),
+    (["--decoder", "ar", "--timing-repeats", "2"], "--timing-repeats 2: accepted: an odd int"),
 ])
 def test_bad_flags_fail_before_loading(argv, needle, tmp_path, capsys):
     base = ["run", "--model", "no/such-model", "--suite", "test-echo", "--out", str(tmp_path / "r")]
@@ -141,3 +143,16 @@ def test_help_shows_single_cell_defaults(capsys):
         cli.main(["run", "--help"])
     text = capsys.readouterr().out
     assert "(default 1)" in text and "(default 256)" in text and "--timing-repeats" in text
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["tiny-random-qwen2", "--decoder", "sdlm-cnf"], "--decoder 'sdlm-cnf': unknown; accepted: "),
+    (["tiny-random-qwen2", "--family", "lada"], "--family 'lada'"),
+    (["./no/such-model-here"], "no/such-model-here"),
+])
+def test_verify_checks_its_arguments_before_loading(argv, needle, capsys, monkeypatch):
+    import harness.models
+
+    monkeypatch.setattr(harness.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert cli.main(["verify", *argv]) == 2
+    assert needle in capsys.readouterr().err

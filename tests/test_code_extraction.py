@@ -5,6 +5,8 @@ graded twice: the right solution passes and its corrupted twin fails."""
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 import suites
@@ -76,6 +78,11 @@ MBPP = Sample(id="mbpp/x", messages=[], reference={"tests": ["assert max_gap([1,
               meta={"function": "max_gap"})
 
 
+def indent(block: str, width: int = 3) -> str:
+    """A fenced block as it sits inside a Markdown list item: every line indented with the item."""
+    return textwrap.indent(block, " " * width)
+
+
 def humaneval_answers(body: str) -> dict[str, str]:
     helper = f"def running_balances(ops):\n{body}"
     return {
@@ -90,6 +97,10 @@ def humaneval_answers(body: str) -> dict[str, str]:
                       f"def below_zero(ops):\n    return any(b < 0 for b in running_balances(ops))\n\n\n"
                       f"if __name__ == \"__main__\":\n    ops = list(map(int, input().split()))\n"
                       f"    print(below_zero(ops))\n{F}\n"),
+        "list item": ("1. A helper for the balances:\n\n" + indent(f"{F}python\nfrom itertools import accumulate\n\n"
+                                                                   f"{helper}{F}\n") +
+                      "2. The function itself:\n\n" + indent(f"{F}python\ndef below_zero(ops):\n"
+                                                              f"    return any(b < 0 for b in running_balances(ops))\n{F}\n")),
     }
 
 
@@ -101,6 +112,7 @@ def mbpp_answers(expression: str) -> dict[str, str]:
         "prose": f"We need the gaps.\n\n{helper}\ndef max_gap(xs):\n    return max(gaps(xs))\n\nThat is all.\n",
         "main demo": (f"{F}python\n{helper}\ndef max_gap(xs):\n    return max(gaps(xs))\n\n"
                       f"if __name__ == '__main__':\n    print(max_gap([int(x) for x in input().split()]))\n{F}\n"),
+        "list item": ("- Steps:\n\n" + indent(f"{F}python\n{helper}\ndef max_gap(xs):\n    return max(gaps(xs))\n{F}\n", 2)),
     }
 
 
@@ -124,7 +136,8 @@ def graded():
 
 
 @pytest.mark.parametrize("suite", ["humaneval", "mbpp"])
-@pytest.mark.parametrize("fmt, how", [("split blocks", "fenced"), ("prose", "prose"), ("main demo", "fenced")])
+@pytest.mark.parametrize("fmt, how", [("split blocks", "fenced"), ("prose", "prose"), ("main demo", "fenced"),
+                                      ("list item", "fenced")])
 def test_chat_formats_are_graded_as_written(graded, suite, fmt, how):
     right, wrong = graded[(suite, fmt, True)], graded[(suite, fmt, False)]
     assert (right.status, right.extra["code_source"]) == ("pass", how), right.detail

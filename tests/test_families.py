@@ -98,3 +98,15 @@ def test_verify_shows_the_family_and_runs_a_tokenizerless_bidirectional_checkpoi
     assert "family llada: attention bidirectional, logits in-place, mask id 126336" in text
     assert "no tokenizer: seeded random id prompts" in text
     assert "PASS  batch        block-diffusion" in text and "SKIP  all          ar" in text
+
+
+@pytest.mark.parametrize("decoder", ["ar", "sdlm-conf", "block-diffusion", "prompt-lookup"])
+def test_causal_engines_refuse_in_place_logits(decoder):
+    """Only the canvas engine reads the logit at position i for token i; the others would read every
+    logit one position off, so they refuse such a model instead of decoding garbage."""
+    import decoders
+    from decoders.base import DecoderConfigError
+
+    adapter = load_model("tiny-random-qwen2", device="cpu", dtype="float32", add_mask_token=True, family="sdar")
+    with pytest.raises(DecoderConfigError, match="logits='in-place'"):
+        decoders.get(decoder).generate(adapter, [[5, 6, 7]], 4)

@@ -38,6 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
     ("#### 18 (3 + 15)", Fraction(18), "hash"),  # the number the line opens with
     ("#### **18**", Fraction(18), "hash"),
     ("#### 3.5", Fraction(7, 2), "hash"),
+    ("#### \u221212", Fraction(-12), "hash"),  # the typographic minus sign
+    ("The temperature dropped to \u22125 degrees.", Fraction(-5), "last_number"),
+    ("\\boxed{\u22123}", Fraction(-3), "boxed"),
+    ("They are 10\u201312 years old, so 12 in all.", Fraction(12), "last_number"),  # an en dash is a range
     ("####\n72", Fraction(72), "hash"),
 ])
 def test_extract_number(text, value, extractor):

@@ -3,6 +3,7 @@ legends) and every figure is written as PNG and SVG."""
 
 
 import matplotlib.pyplot as plt
+from matplotlib.text import Text
 import pytest
 
 from harness import plots, store
@@ -49,7 +50,32 @@ def test_accuracy_vs_tpf_labels_each_point_with_what_varies(tmp_path):
     ax = plots.build_figures(tmp_path)["accuracy_vs_tpf"].axes[0]
     labels = {t.get_text() for t in ax.texts}
     assert {"τ=0.5", "τ=0.7", "τ=0.9", "τ=1.0", "ar"} <= labels
-    assert len(ax.get_legend().get_texts()) <= 3  # one entry per decoder and the front
+    (legend,) = ax.figure.legends
+    assert len(legend.get_texts()) <= 3  # one entry per decoder and the front
+
+
+def test_accuracy_vs_tpf_labels_do_not_overlap_and_the_legend_covers_no_point(tmp_path):
+    """Cells of the same accuracy and near-equal TPF (a τ sweep where accuracy does not move) crowd one
+    spot: as drawn, no two labels overlap and the legend lies outside every panel."""
+    build_run(tmp_path)
+    for t, n_fwd in {0.6: 5, 0.65: 5, 0.75: 6, 0.8: 6, 0.85: 6}.items():
+        store.append_samples(tmp_path, cell_rows(f"h_c{t}", f"conf-c{t}", "sdlm-conf",
+                                                 {"block_size": 4, "threshold": t}, [0.3] * 4,
+                                                 [True, True, False, False] * 2, 12, n_fwd))
+    fig = plots.build_figures(tmp_path)["accuracy_vs_tpf"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(t, renderer) for t in fig.axes[0].texts]  # the text, without a leader line
+    assert len(boxes) == 7
+    overlapping = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    assert not overlapping
+    (legend,) = fig.legends
+    assert not legend.get_window_extent(renderer).overlaps(fig.axes[0].get_window_extent(renderer))
+
+
+def test_label_spots_avoid_each_other():
+    spots = plots.place_labels([(0.5, 0.5, "τ=0.5"), (0.5, 0.5, "τ=0.7"), (0.51, 0.5, "τ=0.9")], (360, 288))
+    assert len(set(spots)) == 3
 
 
 def test_speedup_bars_carry_the_paired_interval_and_mark_unstable_cells(tmp_path):

@@ -2,6 +2,7 @@
 a task that keeps dying, and a driver interrupted and resumed. `-m ray`; slow on a loaded 2-core box,
 so one Ray is started per module and the sweeps are tiny."""
 
+import functools
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ ray = pytest.importorskip("ray")
 from harness import cli, distributed, runner, store  # noqa: E402
 from harness.sweep import load_sweep, parse_sweep, preset_path  # noqa: E402
 from tests.conftest import SAMPLE_DATA  # noqa: E402
-from tests.fakes import REPO, crashing_loader, tiny_loader  # noqa: E402
+from tests.fakes import REPO, crashing_loader, loads_only_once, tiny_loader  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 LOCAL = runner.RunOptions(progress=False)
@@ -124,21 +125,23 @@ def decode_workers() -> list[int]:
     return pids
 
 
+def kill_first_worker_after(out, n_batches: int, killed: list[int] | None = None) -> None:
+    """SIGKILL the first decode worker once `n_batches` batches are stored under `out`."""
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if len(list((out / "samples").glob("part-*.parquet"))) >= n_batches and decode_workers():
+            pid = decode_workers()[0]
+            os.kill(pid, signal.SIGKILL)
+            if killed is not None:
+                killed.append(pid)
+            return
+        time.sleep(0.05)
+
+
 def test_worker_killed_mid_task_is_retried_and_no_row_is_lost_or_doubled(cluster, tmp_path):
     out = tmp_path / "run"
     killed: list[int] = []
-
-    def kill_after_two_batches():
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            if len(list((out / "samples").glob("part-*.parquet"))) >= 2 and decode_workers():
-                pid = decode_workers()[0]
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_after_two_batches, daemon=True)
+    killer = threading.Thread(target=kill_first_worker_after, args=(out, 2, killed), daemon=True)
     killer.start()
     res = runner.run(cells(limit=8, batch_size=1, max_new_tokens=24), out, ON_RAY, argv=["test"], loader=tiny_loader)
     killer.join(5)
@@ -150,6 +153,22 @@ def test_worker_killed_mid_task_is_retried_and_no_row_is_lost_or_doubled(cluster
     assert task["attempts"][0]["pid"] == killed[0] != task["attempts"][1]["pid"]
     # the re-run learnt what the driver had stored and did not decode it again (Ray would drop it anyway)
     assert task["attempts"][0]["rows_already_stored"] == 0 and task["attempts"][1]["rows_already_stored"] >= 2
+
+
+def test_a_retry_that_cannot_load_its_model_fails_the_cells_still_owed(cluster, tmp_path):
+    """The retried attempt's stream ends at once (its model does not load): the cells that still owed rows
+    fail with a failures.parquet row each; they are not reported done."""
+    out = tmp_path / "run"
+    threading.Thread(target=kill_first_worker_after, args=(out, 2), daemon=True).start()
+    loader = functools.partial(loads_only_once, str(tmp_path / "loaded-once"))
+    res = runner.run(cells(limit=8, batch_size=1, max_new_tokens=24), out, ON_RAY, argv=["test"], loader=loader)
+    stored = store.read_samples(out)
+    assert 2 <= len(stored) < 16
+    f = store.read_table(out, "failures")
+    complete = {n for n, g in stored.groupby("cell_name") if len(g) == 8}
+    assert set(f["cell_name"]) == {"ar-bs1", "conf-bs1"} - complete and len(res.failures) == len(f)
+    (task,) = session(out)["ray_tasks"]
+    assert task["status"].startswith("failed") and session(out)["status"] == "done_with_failures"
 
 
 def test_a_task_that_keeps_dying_fails_its_cells_and_the_sweep_goes_on(cluster, tmp_path):

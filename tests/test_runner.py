@@ -96,15 +96,17 @@ def test_code_grading_runs_on_the_pool_unless_decoding_on_cpu(tmp_path, overlap)
     assert all(on_pool) if overlap else not any(on_pool)  # the tiny model runs on cpu
 
 
-def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path, monkeypatch, sig):
+    """Ctrl-C, or the SIGTERM a batch scheduler sends before it kills a job."""
     from decoders.ar import AR
 
     real, calls = AR.generate, []
 
     def interrupted(self, model, prompts, max_new_tokens):
         calls.append(len(prompts))
-        if len(calls) == 2:  # call 1 is the warm-up; during the first timed batch, Ctrl-C arrives
-            os.kill(os.getpid(), signal.SIGINT)
+        if len(calls) == 2:  # call 1 is the warm-up; during the first timed batch, the signal arrives
+            os.kill(os.getpid(), sig)
         return real(self, model, prompts, max_new_tokens)
 
     monkeypatch.setattr(AR, "generate", interrupted)
@@ -116,6 +118,32 @@ def test_ctrl_c_stops_after_the_batch_in_flight(tmp_path, monkeypatch):
     res = run(sweep_text(), tmp_path)
     assert (res.rows_written, res.rows_skipped) == (10, 2)
     assert store.read_samples(tmp_path).groupby(list(store.KEY)).size().max() == 1
+
+
+def test_a_crash_outside_any_cell_is_recorded_as_such_and_keeps_what_was_stored(tmp_path, monkeypatch):
+    """Not a decoder failure (those are rows in failures.parquet) but the harness itself failing, e.g. the
+    disk filling up on the second batch: the session ends "crashed", its cells "interrupted", the first
+    batch stays stored, the report says the run is incomplete, and a resume finishes it."""
+    from harness import report
+
+    real, calls = store.append_sample_table, []
+
+    def disk_full(run_dir, table):
+        calls.append(table.num_rows)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(run_dir, table)
+
+    monkeypatch.setattr(store, "append_sample_table", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        run(sweep_text(), tmp_path)
+    assert json.loads((tmp_path / "manifest.json").read_text())["sessions"][0]["status"] == "crashed"
+    assert set(store.read_table(tmp_path, "cells")["status"]) == {"interrupted"}
+    assert len(store.read_samples(tmp_path)) == calls[0]
+    assert any("ended 'crashed'" in n for n in report.run_state(tmp_path, report.summarize(tmp_path)))
+    monkeypatch.setattr(store, "append_sample_table", real)
+    res = run(sweep_text(), tmp_path)
+    assert (res.rows_written, res.rows_skipped) == (12 - calls[0], calls[0])
 
 
 def test_rotation_interleaves_cells_that_share_suite_and_batch_size():

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from suites.sandbox import SANDBOX_UID, run_many, run_program
+from tests.conftest import SAMPLE_DATA
 from tests.sandbox_attacks import (CANNOT_RUN_AS_USER, make_targets, remove_shared_memory, run_attacks, shared_memory,
                                    sleepers)
 
@@ -270,6 +271,8 @@ def test_attacks_are_refused_as_an_ordinary_user(host_files):
     assert all(f"uid-{ORDINARY_UID}" in layers for _, _, layers in report["results"].values())
     status, detail, stdout, layers = report["plain"]
     assert (status, stdout) == ("pass", f"{ORDINARY_UID}\n"), detail
+    for path, exists in report["left_behind"]:  # work dirs the program locked are removed all the same
+        assert path and not exists, path
     assert "no-new-privs" in layers and "no namespaces (PDBENCH_SANDBOX=plain)" in layers
 
 
@@ -279,3 +282,21 @@ def test_plain_mode_says_what_it_lacks(monkeypatch):
     assert result.status == "pass", result.detail
     assert "no namespaces (PDBENCH_SANDBOX=plain)" in result.isolation and "private-root" not in result.isolation
     assert f"uid-{result.stdout.strip()}" in result.isolation
+
+
+def test_a_code_suite_warns_when_the_sandbox_lacks_its_namespaces(monkeypatch):
+    """Containers often refuse namespaces: the run goes on, but the user is told before decoding."""
+    import suites
+    from suites import sandbox
+
+    monkeypatch.setattr(sandbox, "isolation_gaps", lambda: ("private-root", "no namespaces (EPERM)"))
+    with pytest.warns(UserWarning, match=r"without private-root, no namespaces \(EPERM\)"):
+        suites.get("mbpp", allow_code_exec=True, data_dir=SAMPLE_DATA, limit=1).check_ready()
+
+
+def test_the_isolation_probe_finds_nothing_missing_where_namespaces_work():
+    from suites import sandbox
+
+    _needs_private_root()
+    sandbox.isolation_gaps.cache_clear()
+    assert sandbox.isolation_gaps() == ()

@@ -39,6 +39,31 @@ max_steps_per_block = [2, 3]
 def test_command_line_overrides_beat_the_file():
     cells = parse_sweep(BASE + '[[sweep]]\ndecoder = "ar"\nbatch_size = 4\n', "s.toml", {"batch_size": 1, "limit": 2}).cells
     assert (cells[0].batch_size, cells[0].limit) == (1, 2)
+    zipped = BASE + '[[sweep]]\ndecoder = "ar"\nname = "ar-{max_new_tokens}"\n[sweep.zip]\nmax_new_tokens = [8, 16]\n'
+    cells = parse_sweep(zipped, "s.toml", {"batch_size": 1}).cells
+    assert [c.batch_size for c in cells] == [1, 1]
+    zipped_bs = zipped.replace("max_new_tokens = [8, 16]", "max_new_tokens = [8, 16]\nbatch_size = [2, 4]")
+    assert [c.batch_size for c in parse_sweep(zipped_bs, "s.toml", {"batch_size": 1}).cells] == [1, 1]  # flags win
+
+
+def test_overrides_of_a_sweep_file_are_checked_and_named_by_their_flag():
+    with pytest.raises(SweepError) as err:
+        parse_sweep(BASE + '[[sweep]]\ndecoder = "ar"\n', "s.toml", {"batch_size": 0, "limit": -3, "dtype": "bogus"})
+    msg = str(err.value)
+    assert "--batch-size: 'batch_size' must be an int >= 1, got 0" in msg and "--limit: 'limit' must be" in msg
+    assert "--dtype: 'dtype' must be one of" in msg
+
+
+def test_two_cells_that_measure_the_same_thing_are_refused_before_any_model_loads(tmp_path):
+    """Different names, same measurement: both would store rows under one cell hash."""
+    from harness import runner
+
+    body = ('[[sweep]]\ndecoder = "sdlm-conf"\nname = "a"\nparams = { block_size = 4 }\n'
+            '[[sweep]]\ndecoder = "sdlm-conf"\nname = "b"\nlimit = 1\n')
+    cells = parse_sweep(BASE + body, "dup.toml").cells
+    with pytest.raises(runner.RunConfigError, match="dup.toml: \\[\\[sweep\\]\\] #2: cell 'b' measures what cell 'a'"):
+        runner.run(cells, tmp_path / "r", runner.RunOptions(progress=False), loader=None)
+    assert not (tmp_path / "r").exists()
 
 
 MALFORMED = [
@@ -64,6 +89,7 @@ MALFORMED = [
     ('[[sweep]]\ndecoder = "ar"\n[[swep]]\ndecoder = "ar"\n', "top-level key 'swep'", ["unknown key 'swep'"]),
     ('[run]\ninterleave = "yes"\n[[sweep]]\ndecoder = "ar"\n', "[run] interleave", ["true or false"]),
     ('[run]\nthreads = 0\n[[sweep]]\ndecoder = "ar"\n', "[run] threads", ['"auto" or an int >= 1']),
+    ('[run]\ntiming_repeats = 2\n[[sweep]]\ndecoder = "ar"\n', "[run] timing_repeats", ["an odd int >= 1"]),
 ]
 
 

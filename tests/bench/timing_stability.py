@@ -23,7 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[2]
-SPIN = "import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+# stops after {seconds} s, or as soon as this script is gone (its parent changes), whichever comes first
+SPIN = ("import os, time\nparent, end = os.getppid(), time.time() + {seconds}\n"
+        "while time.time() < end and os.getppid() == parent:\n    pass\n")
 
 
 def run_preset(out: Path, preset: str, limit: int, interleave: bool) -> pd.DataFrame:
@@ -64,7 +66,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, paired: bool) -> pd.DataFrame:
 
 def scenario(name: str, out: Path, args, busy: bool) -> list[tuple[str, pd.DataFrame]]:
     spinner = None
-    if busy:  # bounded: it stops by itself after --busy-limit seconds even if this script dies
+    if busy:  # bounded: it stops by itself after --busy-limit seconds, or when this script dies
         spinner = subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=args.busy_limit)])
     try:
         runs = {}

@@ -58,12 +58,12 @@ class CanvasRow:
     decided: list[int]  # per slot: the adapter's index of the forward that decided it, -1 while open
     conf: list[float]  # per slot: the policy's confidence when it was decided (nan while open)
     forwards: list[int] = field(default_factory=list)  # adapter indices of the forwards it took part in
+    ended_s: list[float] = field(default_factory=list)  # per such forward: seconds since generate() began
     state: dict = field(default_factory=dict)  # the policy's (Step.state), kept for the whole generate()
     gen: torch.Generator | None = None  # the row's own random stream: a row draws the same alone or batched
     done: bool = False
     capped: bool = False  # stopped by max_nfe with slots still open
     ttft_s: float = float("nan")
-    e2e_s: float = float("nan")
 
 
 class Layout:
@@ -141,12 +141,12 @@ def generate_canvas(dec, model: ModelAdapter, prompts: list[list[int]], max_new_
             for a, m in enumerate(members):
                 r = group[m]
                 r.forwards.append(forward_index)
+                r.ended_s.append(now)
                 for j in take[a].nonzero().flatten().tolist():
                     r.slots[lo + j], r.decided[lo + j], r.conf[lo + j] = int(tokens[a, j]), forward_index, float(conf[a, j])
                     lay.ids[m, lay.g0 + lo + j] = int(tokens[a, j])
                     if lo + j == 0:
                         r.ttft_s = now
-                r.e2e_s = now
                 if dec.stop_at_eos and _eos_prefix(r, model.eos_ids):
                     r.done = True
                 elif dec.max_nfe and len(r.forwards) >= dec.max_nfe and any(d < 0 for d in r.decided):
@@ -209,5 +209,8 @@ def _result(r: CanvasRow, model: ModelAdapter, trace: bool) -> DecodeResult:
     if trace:  # per forward: the output positions it decided that are in the output, and their confidence
         steps = [{"pos": [j for j, d in enumerate(decided) if d == f],
                   "conf": [r.conf[j] for j, d in enumerate(decided) if d == f]} for f in r.forwards]
-    return DecodeResult(tokens=tokens, accepted=accepted, finish=finish, step_s=step_s, ttft_s=r.ttft_s, e2e_s=r.e2e_s,
+    # the forward that decided the output's last slot, not the row's last forward (a reference quirk's
+    # extra forward, or the canvas past EOS with stop_at_eos=false, decide nothing that is kept)
+    e2e_s = r.ended_s[r.forwards.index(max(decided))] if decided else float("nan")
+    return DecodeResult(tokens=tokens, accepted=accepted, finish=finish, step_s=step_s, ttft_s=r.ttft_s, e2e_s=e2e_s,
                         trace=steps)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from decoders import register
-from decoders.base import Decoder, DecoderConfigError, DecodeResult, ModelAdapter, check
+from decoders.base import DecodeResult, Decoder, DecoderConfigError, ModelAdapter, check, param
 from decoders.batch import Batch
 from decoders.native import LastScores, hf_module, left_padded, seeded
 
@@ -49,13 +49,13 @@ def canvas_length(hf, length: int):
 @register("diffusion-gemma")
 @dataclass
 class DiffusionGemma(Decoder):
-    canvas_length: int = 0  # tokens per canvas (block); 0 = the checkpoint's config.canvas_length
-    max_denoising_steps: int = 48  # per canvas
-    entropy_bound: float = 0.1  # EB-sampler: accept tokens while summed entropy - max stays under it
-    t_max: float = 0.8  # sampling temperature at the first denoising step ...
-    t_min: float = 0.4  # ... falling linearly to this at the last
-    stability_threshold: int = 1  # stop a canvas once its argmax was unchanged for this many steps ...
-    confidence_threshold: float = 0.005  # ... and its mean token entropy is under this
+    canvas_length: int = param(0, "an int >= 0: tokens per canvas (block); 0 = the checkpoint's config.canvas_length")
+    max_denoising_steps: int = param(48, "an int >= 1: per canvas")
+    entropy_bound: float = param(0.1, "a number > 0: EB-sampler, accept tokens while summed entropy - max stays under it")
+    t_max: float = param(0.8, "a number > t_min: the sampling temperature at the first denoising step ...")
+    t_min: float = param(0.4, "a number >= 0: ... falling linearly to this at the last")
+    stability_threshold: int = param(1, "an int >= 0: stop a canvas once its argmax was unchanged for this many steps ...")
+    confidence_threshold: float = param(0.005, "a number > 0: ... and its mean token entropy is under this")
 
     source = "DiffusionGemma (transformers DiffusionGemmaForBlockDiffusion.generate, EB-sampler arXiv 2505.24857)"
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from decoders import register
-from decoders.base import Decoder, DecoderConfigError, DecodeResult, ModelAdapter, check
+from decoders.base import DecodeResult, Decoder, DecoderConfigError, ModelAdapter, check, param
 from decoders.batch import Row, make_engine, open_batch
 from decoders.sampling import choose, make_generator
 from decoders.speculative import sampling_probs, verify_and_commit
@@ -32,8 +32,8 @@ from decoders.speculative import sampling_probs, verify_and_commit
 @register("draft-spec")
 @dataclass
 class DraftSpeculative(Decoder):
-    drafter: str = ""  # the draft model: an alias, HF id or path sharing the target's tokenizer
-    draft_len: int = 4  # drafts per round (each one drafter forward)
+    drafter: str = param("", "the draft model: an alias, HF id or path sharing the target's tokenizer")
+    draft_len: int = param(4, "an int >= 1: drafts per round (each one drafter forward)")
 
     source = "speculative decoding (Leviathan et al. 2023; Chen et al. 2023), a small causal LM as drafter"
 

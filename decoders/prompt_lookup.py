@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from decoders import register
-from decoders.base import Decoder, DecodeResult, ModelAdapter, check
+from decoders.base import DecodeResult, Decoder, ModelAdapter, check, param
 from decoders.batch import open_batch
 from decoders.sampling import make_generator
 from decoders.speculative import verify_and_commit
@@ -36,8 +36,8 @@ def ngram_draft(seq: list[int], max_ngram: int, draft_len: int) -> list[int]:
 @register("prompt-lookup")
 @dataclass
 class PromptLookup(Decoder):
-    max_ngram: int = 3  # longest suffix n-gram looked up
-    draft_len: int = 10  # most tokens copied per draft
+    max_ngram: int = param(3, "an int >= 1: the longest suffix n-gram looked up")
+    draft_len: int = param(10, "an int >= 1: the most tokens copied per draft")
 
     source = "prompt lookup decoding (Saxena 2023, apoorvumang/prompt-lookup-decoding)"
 

@@ -58,12 +58,13 @@ class HFModelAdapter:
         self.mask_id = self._find_mask_id()
         if self.mask_id is None and add_mask_token:
             self.mask_id = self._add_mask_token()
+        # What decoders need to know beyond the forward (attention, logit alignment, mask id, blocks);
+        # first, since an override may set the mask id, which EOS and padding must then avoid
+        self.family = detect_family(hf_model.config, self.mask_id, family)
+        self.mask_id = self.family.mask_id
         self.eos_ids = self._find_eos_ids()
         pad = tokenizer.pad_token_id if tokenizer is not None else None
         self.pad_id = int(pad) if pad is not None and pad != self.mask_id else self.eos_ids[0]
-        # What decoders need to know beyond the forward (attention, logit alignment, mask id, blocks).
-        self.family = detect_family(hf_model.config, self.mask_id, family)
-        self.mask_id = self.family.mask_id  # an override may set it
         if tokenizer is None:
             from harness.convert import MissingTokenizer
 

@@ -48,7 +48,7 @@ DREAM_TRANSLATED = {"vocab_size", "hidden_size", "intermediate_size", "num_hidde
                     "num_key_value_heads", "rms_norm_eps", "rope_theta", "rope_scaling", "max_position_embeddings",
                     "sliding_window", "layer_types", "rope_parameters"}
 
-# LLaDA weight names -> Llama names (one capture group each: transformers' key_mapping substitutes \1).
+# LLaDA weight names -> Llama names (the block index, where there is one, is group 1: transformers' key_mapping substitutes \1).
 LLADA_KEYS = [
     (r"^model\.transformer\.wte\.", r"model.embed_tokens."),
     (r"^model\.transformer\.blocks\.(\d+)\.attn_norm\.", r"model.layers.\1.input_layernorm."),

@@ -177,7 +177,7 @@ def instability(row: pd.Series, n_cpus: int) -> list[str]:
         n = row["paired_batches"] if has_base else row["n_batches"]
         reasons.append(f"{what}: {int(n)} {'paired ' if has_base else ''}batches, too few for an interval")
     elif width > MAX_HALF_WIDTH:
-        reasons.append(f"{what} interval ±{100 * width:.0f}% (> ±{100 * MAX_HALF_WIDTH:.0f}%)")
+        reasons.append(f"{what} interval ±{100 * width:.1f}% (> ±{100 * MAX_HALF_WIDTH:.0f}%)")
     threads = row["threads"] if not math.isnan(row["threads"]) else n_cpus
     free = max(0.0, n_cpus - threads)
     others = row["other_cpu_frac"] * n_cpus

@@ -110,3 +110,12 @@ def test_causal_engines_refuse_in_place_logits(decoder):
     adapter = load_model("tiny-random-qwen2", device="cpu", dtype="float32", add_mask_token=True, family="sdar")
     with pytest.raises(DecoderConfigError, match="logits='in-place'"):
         decoders.get(decoder).generate(adapter, [[5, 6, 7]], 4)
+
+
+def test_a_mask_id_set_by_override_is_neither_eos_nor_padding():
+    """The override comes first: EOS ids and the pad id are chosen around the mask id it sets (the toy
+    declares EOS 2 and 0, pads with 0)."""
+    plain = load_model("pdbench-toy", device="cpu")
+    assert (plain.eos_ids, plain.pad_id) == ((2, 0), 0)
+    adapter = load_model("pdbench-toy", device="cpu", family="mask_id=0")
+    assert (adapter.mask_id, adapter.eos_ids, adapter.pad_id) == (0, (2,), 2)

@@ -102,16 +102,27 @@ def check_model_ref(model: str) -> None:
 
 @contextlib.contextmanager
 def quiet_loading():
-    """transformers draws its own "Loading weights" bar on every load; pdbench has its own progress."""
+    """transformers draws its own "Loading weights" bar on every load, and a GGUF conversion bar that
+    ignores its progress-bar switch (a plain tqdm); pdbench has its own progress."""
+    from functools import partial
+
     from transformers.utils import logging as hf_logging
 
-    was = hf_logging.is_progress_bar_enabled()
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        gguf_utils = None
+    was, bar = hf_logging.is_progress_bar_enabled(), getattr(gguf_utils, "tqdm", None)
     hf_logging.disable_progress_bar()
+    if bar is not None:
+        gguf_utils.tqdm = partial(bar, disable=True)
     try:
         yield
     finally:
         if was:
             hf_logging.enable_progress_bar()
+        if bar is not None:
+            gguf_utils.tqdm = bar
 
 
 def pick_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:

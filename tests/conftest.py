@@ -176,3 +176,15 @@ def dream_tiny():
     from harness.models import load_model
 
     return load_model(str(refmodel_dir("dream-tiny")), device="cpu", dtype="float32")
+
+
+def decode_checked(model, name: str, prompts, new: int, **params):
+    """Decode with decoder `name` and check every result's own bookkeeping and the token budget."""
+    import decoders
+
+    results = decoders.get(name, **params).generate(model, prompts, new)
+    for r in results:
+        r.check_bookkeeping()
+        assert len(r.tokens) <= new
+    return results
+

@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import decoders
-from tests.conftest import make_adapter
+from tests.conftest import decode_checked, make_adapter
 
 NEW = 20
 CONFIGS = [
@@ -30,11 +29,7 @@ IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items())}" for n, p in CONFIGS]
 
 
 def run(model, name, prompts, new=NEW, **params):
-    results = decoders.get(name, **params).generate(model, prompts, new)
-    for r in results:
-        r.check_bookkeeping()
-        assert len(r.tokens) <= new
-    return results
+    return decode_checked(model, name, prompts, new, **params)
 
 
 def tokens(results):

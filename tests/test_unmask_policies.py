@@ -20,6 +20,7 @@ from decoders.unmask import Step
 from harness.adapter import HFModelAdapter
 from harness.rows import check_batch
 from harness.tiny import tiny_model, tiny_tokenizer
+from tests.conftest import decode_checked
 
 NEW = 16
 INF = float("-inf")
@@ -175,11 +176,7 @@ IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items())}" for n, p in POLICIES]
 
 
 def run(model, name, prompts, new=NEW, **params):
-    results = decoders.get(name, **params).generate(model, prompts, new)
-    for r in results:
-        r.check_bookkeeping()
-        assert len(r.tokens) <= new
-    return results
+    return decode_checked(model, name, prompts, new, **params)
 
 
 def outputs(results):

@@ -291,9 +291,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 decoders.get(name, **{**params, "engine": engine})
             except (KeyError, ValueError) as e:
                 ap.error(f"--methods {m!r} with --engine {engine}: {e.args[0] if isinstance(e, KeyError) else e}")
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        batch_sizes = []
+    if not batch_sizes or min(batch_sizes) < 1:
+        ap.error(f"--batch-sizes {args.batch_sizes!r}: accepted: ints >= 1, comma-separated (e.g. 1,8,32)")
     if args.new_tokens < 2:
-        ap.error("--new-tokens must be >= 2")
+        ap.error(f"--new-tokens {args.new_tokens}: accepted: an int >= 2")
+    if args.repeats < 1:
+        ap.error(f"--repeats {args.repeats}: accepted: an int >= 1")
+    if args.bandwidth_mib < 0:
+        ap.error(f"--bandwidth-mib {args.bandwidth_mib}: accepted: an int >= 0 (0: the default size)")
     out = Path(args.out or f"results/bench-{dt.datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
     if args.model.startswith("arch:"):

@@ -112,6 +112,8 @@ def load_records(suite_name: str, spec: DataSpec, data_dir=None, hub_loader=None
         if not root:
             tried.append(f"{origin} not given")
             continue
+        if not Path(root).expanduser().exists():  # a typo must not quietly fall through to other data
+            raise DataError(f"{'--data-dir' if origin == 'data_dir' else origin} {root}: no such file or directory")
         path = _local_file(root, spec)
         if path is not None:
             return read_jsonl(path, spec.fields), str(path)

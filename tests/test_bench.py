@@ -42,6 +42,20 @@ def test_unknown_method_and_arch_rejected(capsys):
         bench.random_arch_model("qwen9", "cpu", None)
 
 
+@pytest.mark.parametrize("argv,needle", [
+    (["--batch-sizes", "0"], "--batch-sizes '0': accepted: ints >= 1"),
+    (["--batch-sizes", "1,x"], "--batch-sizes '1,x'"),
+    (["--repeats", "0"], "--repeats 0"),
+    (["--methods", "diffusion-gemma", "--engine", "static"], "with --engine static"),
+    (["--methods", "ar:engine=static"], "the engine is chosen by --engine"),
+])
+def test_bad_arguments_stop_before_the_model_loads_and_leave_no_directory(argv, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(SystemExit):
+        bench.main(["--model", "tiny-random-qwen2", "--out", str(tmp_path / "b"), *argv])
+    assert needle in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
 def test_arch_configs_match_published_sizes():
     # parameter counts of the public Qwen2.5 checkpoints, from their configs: 0.49B, 3.09B, 7.62B
     from transformers import Qwen2Config

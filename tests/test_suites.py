@@ -14,6 +14,7 @@ import suites
 from suites import CodeExecNotAllowed
 from suites.data import DataError
 from suites.prompts import SYSTEM_PROMPT
+from tests.conftest import SAMPLE_DATA
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -77,6 +78,13 @@ def test_no_data_names_all_three_ways(monkeypatch, tmp_path):
     message = str(err.value)
     assert "data_dir" in message and "PDBENCH_DATA" in message and "openai/gsm8k" in message
     assert str(tmp_path) in message
+
+
+def test_a_data_dir_that_does_not_exist_is_an_error_not_a_fallback(monkeypatch, tmp_path):
+    """A typo in --data-dir must not quietly take the data from $PDBENCH_DATA or the hub."""
+    monkeypatch.setenv("PDBENCH_DATA", str(SAMPLE_DATA))
+    with pytest.raises(DataError, match=f"--data-dir {tmp_path / 'nope'}: no such file or directory"):
+        list(suites.get("gsm8k", data_dir=tmp_path / "nope").samples())
 
 
 def test_missing_field_names_file_line_and_field(tmp_path):

@@ -2,8 +2,10 @@
 
     last_boxed(text) -> str | None             content of the last \\boxed{...} / \\fbox{...}
     extract_number(completion) -> (value, extractor)
-        value: Fraction or None; extractor: "boxed" | "hash" | "last_number" | None
-        `#### n` counts only when the number opens the line: "#### Step 2" is a Markdown heading
+        value: Fraction or None; extractor: "boxed" | "hash" | "phrase" | "last_number" | None
+        `#### n` counts only when the number opens the line: "#### Step 2" is a Markdown heading;
+        "phrase": the last "answer is ..." / "Answer: ..." statement, so a note after it ("The answer is
+        18. Note: eggs cost $2.") does not supply the answer
     parse_number(text) -> Fraction | None      one number out of a short answer string
     format_number(value) -> str                canonical text of a Fraction ("18", "-2.5", "1/3")
 
@@ -24,6 +26,11 @@ _HASH_RE = re.compile(r"####\s*([^\n]*)")
 # "#### 2. Costs". The tail counts only if it starts with the number (bold or a $ allowed) and the number is
 # not an enumerator: "2." / "2)" / "2:" followed by more words.
 _HASH_ANSWER_RE = re.compile(r"[*_]*\s*(?:\\?\$\s*)?[-\u2212\ufe63\uff0d]?\s?\.?\d")
+# "The answer is 18" anywhere; "Answer:" / "**Final Answer:**" as a line's label. Not "to answer this,
+# ..." nor "let me find the answer: first ..." (a lead-in to the working, not a statement).
+_PHRASE_RE = re.compile(r"\banswer\s+is\b\s*:?|^[ \t>#*_-]*(?:the\s+)?(?:final\s+)?answer\s*(?:\*\*|__)?\s*:",
+                        re.I | re.M)
+_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|\n")
 _ENUMERATOR_RE = re.compile(r"[*_]*\s*\d+\s*[.):]\s*[^\W\d]")
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.,]+)\s*\}\s*\{\s*(-?[\d.,]+)\s*\}")
 
@@ -90,8 +97,20 @@ def extract_number(completion: str) -> tuple[Fraction | None, str | None]:
     for tail in reversed(hashes):  # the last one: a model may recite examples before answering
         if _HASH_ANSWER_RE.match(tail) and not _ENUMERATOR_RE.match(tail) and (numbers := _numbers(tail)):
             return numbers[0], "hash"  # "#### 18 (3 + 15)" is 18
+    phrases = list(_PHRASE_RE.finditer(completion))
+    if phrases and (value := _stated(completion[phrases[-1].end():])) is not None:
+        return value, "phrase"
     value = parse_number(completion)
     return (value, "last_number") if value is not None else (None, None)
+
+
+def _stated(tail: str) -> Fraction | None:
+    """The number an answer statement gives: its sentence without asides in parentheses, the result
+    after the last "=" ("3 + 4 = 7" is 7), then the first number ("18 dollars, or 1800 cents" is 18)."""
+    sentence = _SENTENCE_END_RE.split(tail.lstrip(" \t\n*_"), maxsplit=1)[0]  # a label may stand on its own line
+    sentence = re.sub(r"\([^()]*\)", " ", sentence).rsplit("=", 1)[-1]
+    numbers = _numbers(sentence)
+    return numbers[0] if numbers else None
 
 
 def format_number(value: Fraction) -> str:

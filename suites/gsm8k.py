@@ -1,7 +1,8 @@
 """GSM8K test split (1319 grade-school word problems), graded by exact numeric match.
 
 Reference: the number after "#### " in the record's `answer`. Completion: \\boxed{} first, then
-`#### n`, then the last number (suites/answers.py); `Grade.extra["extractor"]` says which fired.
+`#### n`, then an "answer is ..." / "Answer:" statement, then the last number (suites/answers.py);
+`Grade.extra["extractor"]` says which fired.
 """
 
 from __future__ import annotations

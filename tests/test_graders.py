@@ -27,13 +27,20 @@ REPO = Path(__file__).resolve().parents[1]
     ("\\boxed{\\frac{1}{2}}", Fraction(1, 2), "boxed"),
     ("\\boxed{18 \\text{ dollars}}", Fraction(18), "boxed"),
     ("\\boxed{1{,}234}", Fraction(1234), "boxed"),
-    ("the answer is 3/4", Fraction(3, 4), "last_number"),
+    ("the answer is 3/4", Fraction(3, 4), "phrase"),
+    # the stated answer, not a number in a note after it or the working inside the statement
+    ("The answer is 18.\n\nNote: each egg costs $2.", Fraction(18), "phrase"),
+    ("**Final Answer:** 1200 (that is 1,000 + 200)", Fraction(1200), "phrase"),
+    ("Therefore, the answer is: 3 + 4 = 7 apples.", Fraction(7), "phrase"),
+    ("### Final Answer:\n$\\$36$ per week", Fraction(36), "phrase"),  # the label on its own line
+    ("Let me find the answer: first 3 + 4 = 7. Then 7 + 5 = 12.", Fraction(12), "last_number"),  # a lead-in
+    ("To answer this, we add 3 and 4 to get 7.", Fraction(7), "last_number"),
     ("\\boxed{no idea} but 42", Fraction(42), "last_number"),  # a boxed non-number falls through
     ("no digits at all", None, None),
     # Markdown headings are not the answer marker: only `#### <number>` is
     ("#### Step 1\nShe buys 3.\n\n#### Step 2\nSo she has 18 left.", Fraction(18), "last_number"),
-    ("#### Step 2: add 3 and 4\n**Answer:** 9", Fraction(9), "last_number"),
-    ("#### 1. Costs\n3 + 4 = 7\n#### 2. Total\nThe answer is 12.", Fraction(12), "last_number"),
+    ("#### Step 2: add 3 and 4\n**Answer:** 9", Fraction(9), "phrase"),
+    ("#### 1. Costs\n3 + 4 = 7\n#### 2. Total\nThe answer is 12.", Fraction(12), "phrase"),
     ("#### Step 1\n3 + 4 = 7\n#### 12", Fraction(12), "hash"),
     ("#### 18 (3 + 15)", Fraction(18), "hash"),  # the number the line opens with
     ("#### **18**", Fraction(18), "hash"),

@@ -200,15 +200,15 @@ def has_tokenizer(path: str) -> bool:
     return not Path(path).is_dir() or any((Path(path) / f).exists() for f in TOKENIZER_FILES)
 
 
-def stock_tokenizer(path: str):
+def stock_tokenizer(path: str, revision: str | None = None):
     """A tokenizer whose class only remote code defines (Dream's DreamTokenizer is a Qwen2 byte-level
     BPE), loaded from its files with a stock class, as the weights are."""
     from transformers import PreTrainedTokenizerFast, Qwen2Tokenizer
 
     try:
-        return PreTrainedTokenizerFast.from_pretrained(path)  # when it ships a tokenizer.json
+        return PreTrainedTokenizerFast.from_pretrained(path, revision=revision)  # when it ships a tokenizer.json
     except (OSError, ValueError):
-        return Qwen2Tokenizer.from_pretrained(path)  # vocab.json + merges.txt
+        return Qwen2Tokenizer.from_pretrained(path, revision=revision)  # vocab.json + merges.txt
 
 
 class MissingTokenizer:

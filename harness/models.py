@@ -136,23 +136,24 @@ def pick_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.devi
     return dev, names[dtype]
 
 
-def load_tokenizer(path: str, gguf_file: str | None = None):
+def load_tokenizer(path: str, gguf_file: str | None = None, revision: str | None = None):
+    """The checkpoint's own tokenizer at the weights' revision, or None for a folder without one."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     from harness import convert
 
     if gguf_file is None and not convert.has_tokenizer(path):
         return None  # id-level use only (the reference fixtures); the adapter says so if text is needed
-    declared = None if gguf_file else convert.read_json(path, "tokenizer_config.json")  # local dir or hub id
+    declared = None if gguf_file else convert.read_json(path, "tokenizer_config.json", revision)  # local dir or hub id
     if declared is not None:
         # transformers 5's AutoTokenizer maps model_type qwen2 to Qwen2Tokenizer and rebuilds the
         # pre-tokenizer; a checkpoint that declares the generic fast class (saved as
         # "TokenizersBackend" since transformers 5) must get exactly its own tokenizer.json.
         if declared.get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES:
-            return PreTrainedTokenizerFast.from_pretrained(path)
+            return PreTrainedTokenizerFast.from_pretrained(path, revision=revision)
         if "AutoTokenizer" in (declared.get("auto_map") or {}):  # remote code: Dream's tokenizer
-            return convert.stock_tokenizer(path)
-    return AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+            return convert.stock_tokenizer(path, revision)
+    return AutoTokenizer.from_pretrained(path, gguf_file=gguf_file, revision=revision)
 
 
 def load_model(
@@ -197,7 +198,7 @@ def load_model(
             hf_model = model_class.from_pretrained(
                 path, gguf_file=gguf, dtype=torch_dtype, attn_implementation=attn_implementation, revision=revision
             )
-    tokenizer = load_tokenizer(path, gguf)
+    tokenizer = load_tokenizer(path, gguf, revision)
     hf_model.to(dev).eval()
     return HFModelAdapter(hf_model, tokenizer, name=model, add_mask_token=add_mask_token, gguf_file=gguf,
                           family=family)

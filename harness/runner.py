@@ -50,7 +50,7 @@ class RunOptions:
     allow_code_exec: bool = False  # the CLI's --allow-code-exec; a cell may also opt in
     warmup: bool = True  # one untimed batch per cell (WARMUP_TOKENS new tokens)
     progress: bool = True
-    interleave: bool = True  # rotate batches across cells that share model, suite and batch size
+    interleave: bool = True  # rotate batches across cells that share model, suite, batch size and budget
     timing_repeats: int = 1  # run each timed batch K times, keep the median wall time
     threads: int | str = "auto"  # torch CPU threads; "auto": see measure.choose_threads
     grade_workers: int = 4  # threads driving code-grading subprocesses while the next batch decodes

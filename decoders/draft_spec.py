@@ -25,8 +25,8 @@ import torch
 from decoders import register
 from decoders.base import DecodeResult, Decoder, DecoderConfigError, ModelAdapter, check, param
 from decoders.batch import Row, make_engine, open_batch
-from decoders.sampling import choose, make_generator
-from decoders.speculative import sampling_probs, verify_and_commit
+from decoders.sampling import choose, distribution, draw, make_generator
+from decoders.speculative import verify_and_commit
 
 
 @register("draft-spec")
@@ -94,8 +94,8 @@ class DraftSpeculative(Decoder):
             if self.temperature == 0:
                 token, _ = choose(last, 0.0, 1.0, 0, None)
             else:
-                q = sampling_probs(last, self.temperature, self.top_p, self.top_k)  # [A, V]
-                token = torch.multinomial(q, 1, generator=gen).squeeze(-1)
+                q = distribution(last, self.temperature, self.top_p, self.top_k)  # [A, V]
+                token = draw(q, gen)
                 qs.append(q)
             drafts = torch.cat([drafts, token.cpu()[:, None]], dim=1)
         return drafts, (torch.stack(qs, dim=1) if qs else None)

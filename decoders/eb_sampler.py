@@ -31,6 +31,7 @@ import torch
 from decoders import register, unmask
 from decoders.base import check, param
 from decoders.block_diffusion import BlockEngine
+from decoders.sampling import distribution
 from decoders.unmask import Step
 
 
@@ -65,7 +66,7 @@ class EBSampler(BlockEngine):
         check(self, "subtract_max", isinstance(self.subtract_max, bool), "true or false")
 
     def select(self, s: Step) -> torch.Tensor:
-        probs = unmask.distribution(s.logits, self.temperature, self.top_p, self.top_k)  # [A, k, V]
+        probs = distribution(s.logits, self.temperature, self.top_p, self.top_k)  # [A, k, V]
         entropy = s.per_slot(-(probs * probs.clamp_min(1e-30).log()).sum(-1))  # [A, n] nats
         take = entropy_bounded(s.conf, entropy, s.open, float(self.entropy_bound), self.subtract_max)
         return take | (s.open & s.last[:, None])

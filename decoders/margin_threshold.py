@@ -19,6 +19,7 @@ import torch
 from decoders import register, unmask
 from decoders.base import check, param
 from decoders.block_diffusion import BlockEngine
+from decoders.sampling import distribution
 from decoders.unmask import Step
 
 
@@ -42,6 +43,6 @@ class MarginThreshold(BlockEngine):
               and 0 <= self.threshold <= 1, "a number in [0, 1]")
 
     def select(self, s: Step) -> torch.Tensor:
-        probs = unmask.distribution(s.logits, self.temperature, self.top_p, self.top_k)  # [A, k, V]
+        probs = distribution(s.logits, self.temperature, self.top_p, self.top_k)  # [A, k, V]
         s.conf = s.per_slot(top2_margin(probs), float("-inf")).masked_fill(~s.open, float("-inf"))  # [A, n]
         return unmask.threshold_select(s, s.conf, self.threshold)

@@ -26,6 +26,21 @@ def filter_logits(logits: torch.Tensor, top_p: float, top_k: int) -> torch.Tenso
     return logits
 
 
+def distribution(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
+    """logits [..., V] -> the probabilities a token is chosen from: softmax(logits) when greedy (no
+    top-p / top-k at temperature 0, see above), else the filtered softmax(logits / T)."""
+    if temperature == 0:
+        return logits.float().softmax(-1)
+    flat = logits.float().reshape(-1, logits.shape[-1])
+    return filter_logits(flat / temperature, top_p, top_k).softmax(-1).reshape(logits.shape)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """probs [..., V] -> one sampled token per row [...]."""
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+
+
 def choose(
     logits: torch.Tensor,  # [..., V] float32
     temperature: float,
@@ -36,19 +51,16 @@ def choose(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (tokens [...], confidence [...]). confidence: "prob" = p(chosen token),
     "entropy" = 1 - H(p) / log V (1 = certain, 0 = uniform)."""
-    shape = logits.shape[:-1]
-    flat = logits.reshape(-1, logits.shape[-1])
+    probs = distribution(logits, temperature, top_p, top_k)
     if temperature == 0:
-        probs = flat.softmax(-1)
         conf, tokens = probs.max(-1)
     else:
-        probs = filter_logits(flat / temperature, top_p, top_k).softmax(-1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        conf = probs.gather(-1, tokens[:, None]).squeeze(-1)
+        tokens = draw(probs, generator)
+        conf = probs.gather(-1, tokens[..., None]).squeeze(-1)
     if confidence == "entropy":
         entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum(-1)
         conf = 1.0 - entropy / math.log(probs.shape[-1])
-    return tokens.reshape(shape), conf.reshape(shape)
+    return tokens, conf
 
 
 def make_generator(device: torch.device, seed: int) -> torch.Generator:

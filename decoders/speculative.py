@@ -25,13 +25,7 @@ from __future__ import annotations
 import torch
 
 from decoders.batch import Batch
-from decoders.sampling import choose, filter_logits
-
-
-def sampling_probs(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
-    """logits [..., V] -> the distribution `choose` samples from at temperature > 0, [..., V]."""
-    flat = logits.reshape(-1, logits.shape[-1])
-    return filter_logits(flat / temperature, top_p, top_k).softmax(-1).reshape(logits.shape)
+from decoders.sampling import choose, distribution
 
 
 def verify_and_commit(decoder, batch: Batch, drafts: list[list[int]], gen: torch.Generator,
@@ -60,7 +54,7 @@ def verify_and_commit(decoder, batch: Batch, drafts: list[list[int]], gen: torch
         nxt = pred[arange_a, n_acc]
         probs = None
     else:
-        p = sampling_probs(logits, decoder.temperature, decoder.top_p, decoder.top_k)  # [A, W, V]
+        p = distribution(logits, decoder.temperature, decoder.top_p, decoder.top_k)  # [A, W, V]
         p_d = p[:, :k].gather(-1, d[..., None])[..., 0]  # [A, k]: p_j(d_j)
         if q is None:  # deterministic drafts: q_j is a point mass on d_j
             q_full = torch.zeros_like(p)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from decoders.sampling import choose, filter_logits
+from decoders.sampling import distribution, draw
 
 EPS = 1e-3  # Dream's final timestep
 
@@ -66,27 +66,17 @@ class Step:
         return out
 
 
-def distribution(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
-    """logits [..., V] -> the probabilities a proposal is drawn from: softmax(logits) when greedy (no
-    top-p / top-k at temperature 0, as decoders/sampling.py), else the filtered softmax(logits / T)."""
-    if temperature == 0:
-        return logits.float().softmax(-1)
-    flat = logits.float().reshape(-1, logits.shape[-1])
-    return filter_logits(flat / temperature, top_p, top_k).softmax(-1).reshape(logits.shape)
-
-
 def propose(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, confidence: str,
             generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [A, n, V] -> (tokens [A, n], confidence [A, n])."""
+    """logits [A, n, V] -> (tokens [A, n], confidence [A, n]), from the distribution the causal engine
+    draws from (decoders/sampling.py); entropy in Dream's form."""
+    probs = distribution(logits, temperature, top_p, top_k)  # [A, n, V]
     if temperature > 0:
-        tokens, conf = choose(logits, temperature, top_p, top_k, generator, "prob")
-        probs = None
+        tokens = draw(probs, generator)
+        conf = probs.gather(-1, tokens[..., None]).squeeze(-1)
     else:
-        probs = logits.softmax(-1)
         conf, tokens = probs.max(-1)
     if confidence == "entropy":
-        # the distribution the token was drawn from (tempered, filtered when sampling), as the causal engine
-        probs = probs if probs is not None else distribution(logits, temperature, top_p, top_k)
         neg_entropy = (probs * torch.log(probs + 1e-10)).sum(-1)  # Dream's form, eps included
         conf = 1.0 + neg_entropy / math.log(logits.shape[-1])
     elif confidence == "random":

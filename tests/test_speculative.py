@@ -11,7 +11,7 @@ import torch
 
 import decoders
 from decoders.prompt_lookup import ngram_draft
-from decoders.speculative import sampling_probs
+from decoders.sampling import distribution
 from tests.conftest import make_adapter
 from tests.test_invariants import assert_same, run, tokens
 
@@ -74,7 +74,7 @@ def exact_joint(adapter, prompt: list[int], length: int) -> dict[tuple, float]:
         nxt = {}
         for prefix, pr in out.items():
             logits = adapter.hf_model(input_ids=torch.tensor([prompt + list(prefix)])).logits[0, -1].float()
-            p = sampling_probs(logits, T, 1.0, TOP_K)
+            p = distribution(logits, T, 1.0, TOP_K)
             for t in torch.nonzero(p).flatten().tolist():
                 nxt[prefix + (t,)] = pr * p[t].item()
         out = nxt
